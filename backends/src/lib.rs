@@ -1,0 +1,299 @@
+//! The firewall layer of maint.
+//!
+//! This crate owns two things: the [`Policy`] — a whole, declarative description of which
+//! sources are sent to the maintenance server on which ports until when — and the [`Backend`]
+//! contract that makes one firewall match a policy in a single atomic step. Each firewall lives
+//! in its own module ([`nftables`] on Linux, [`pf`] for OpenBSD) and nothing outside this crate
+//! knows how a firewall spells a rule.
+//!
+//! The controller in the `maint` binary decides *when* to apply, clear or kill states, and in
+//! which order; a backend only knows *how* for its firewall. A backend never patches a policy
+//! rule by rule: `apply` replaces everything maint owns at once (as Mullvad's talpid-core does),
+//! so a failure half-way leaves the previous state in place.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+#[cfg(target_os = "linux")]
+pub mod nftables;
+pub mod pf;
+
+/// One redirected port: TCP traffic to `public` from a matched source goes to `server` on this
+/// host, where the maintenance server listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortMap {
+    pub public: u16,
+    pub server: u16,
+}
+
+/// Everything a backend needs to put maintenance in place, and nothing it does not.
+///
+/// Build one with [`Policy::new`], which puts the prefix lists in canonical form (merged,
+/// deduplicated, sorted, IPv4 before IPv6), so two policies that match the same packets compare
+/// equal and a policy read back from the kernel equals the one applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Sources whose traffic is redirected (canonical; see [`canonical`]).
+    pub sources: Vec<IpNet>,
+    /// Sources never redirected, even when inside `sources`.
+    pub exceptions: Vec<IpNet>,
+    /// Redirected ports, sorted by public port, no duplicates.
+    pub ports: Vec<PortMap>,
+    /// Unix time (seconds) after which the redirect no longer applies. Backends whose kernel can
+    /// expire rules by itself say so in [`Backend::expires_by_itself`].
+    pub until: Option<u64>,
+}
+
+impl Policy {
+    pub fn new(
+        sources: impl IntoIterator<Item = IpNet>,
+        exceptions: impl IntoIterator<Item = IpNet>,
+        ports: impl IntoIterator<Item = PortMap>,
+        until: Option<u64>,
+    ) -> Policy {
+        let mut ports: Vec<PortMap> = ports.into_iter().collect();
+        ports.sort();
+        ports.dedup_by_key(|p| p.public);
+        Policy {
+            sources: canonical(sources),
+            exceptions: canonical(exceptions),
+            ports,
+            until,
+        }
+    }
+
+    /// Whether a packet from `addr` is redirected by this policy (ignoring ports and expiry).
+    pub fn matches(&self, addr: IpAddr) -> bool {
+        let addr = unmap(addr);
+        self.sources.iter().any(|n| n.contains(&addr))
+            && !self.exceptions.iter().any(|n| n.contains(&addr))
+    }
+
+    /// The public port redirected to `server`, if any.
+    pub fn public_port_for(&self, server: u16) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.server == server)
+            .map(|p| p.public)
+    }
+
+    pub fn v4_sources(&self) -> impl Iterator<Item = &IpNet> {
+        self.sources.iter().filter(|n| matches!(n, IpNet::V4(_)))
+    }
+    pub fn v6_sources(&self) -> impl Iterator<Item = &IpNet> {
+        self.sources.iter().filter(|n| matches!(n, IpNet::V6(_)))
+    }
+    pub fn v4_exceptions(&self) -> impl Iterator<Item = &IpNet> {
+        self.exceptions.iter().filter(|n| matches!(n, IpNet::V4(_)))
+    }
+    pub fn v6_exceptions(&self) -> impl Iterator<Item = &IpNet> {
+        self.exceptions.iter().filter(|n| matches!(n, IpNet::V6(_)))
+    }
+
+    /// Whether the window has closed at `now`.
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        self.until
+            .is_some_and(|u| now >= UNIX_EPOCH + Duration::from_secs(u))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are IPv4 clients on a dual-stack socket.
+fn unmap(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Canonical form of a prefix list: host bits cleared, overlapping and adjacent prefixes merged
+/// into the fewest prefixes that cover exactly the same addresses, IPv4 first, each family
+/// sorted. This is the form every backend stores and reads back.
+pub fn canonical(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
+    let nets: Vec<IpNet> = nets.into_iter().map(|n| n.trunc()).collect();
+    // `aggregate` splits by family itself and returns IPv4 then IPv6, each sorted.
+    IpNet::aggregate(&nets)
+}
+
+/// The whole IPv4 and IPv6 address space: the `all` source.
+pub fn everything() -> Vec<IpNet> {
+    vec![
+        IpNet::V4(Ipv4Net::new(0.into(), 0).expect("/0 is a valid prefix")),
+        IpNet::V6(Ipv6Net::new(0u128.into(), 0).expect("/0 is a valid prefix")),
+    ]
+}
+
+/// Which connection states [`Backend::kill_states`] removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateTarget {
+    /// After `on`: states of matched (not excepted) sources to a public port that still go to
+    /// the app, so those clients' next packet meets the redirect.
+    App,
+    /// After `off`: states that were redirected to the maintenance server, so those clients
+    /// reconnect to the app.
+    Server,
+}
+
+/// Errors a caller decides on. Everything else is [`BackendError::Failed`] with context.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The firewall is not set up to let maint work (pf disabled, no `anchor "maint"` line, no
+    /// nf_tables in the kernel). `hint` tells the operator what to do.
+    #[error("{problem}\n  hint: {hint}")]
+    NotReady { problem: String, hint: String },
+    /// maint lacks the privilege to talk to the firewall.
+    #[error("permission denied talking to {firewall}: run maint as root (or with CAP_NET_ADMIN)")]
+    Permission { firewall: &'static str },
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// The contract every firewall backend fulfils.
+///
+/// Every method is safe to call when maint has nothing in place. No method may touch a table,
+/// chain, anchor or rule that maint did not create, and none flushes the ruleset.
+pub trait Backend: Send + Sync {
+    /// Short name for logs and `status` ("nftables", "pf").
+    fn name(&self) -> &'static str;
+
+    /// Checks the firewall can carry a policy at all; returns warnings worth showing.
+    fn preflight(&self) -> Result<Vec<String>>;
+
+    /// Makes the kernel match `policy` in one atomic step, replacing whatever maint had in
+    /// place. On error nothing has changed.
+    fn apply(&self, policy: &Policy) -> Result<()>;
+
+    /// The policy currently in the kernel, or `None` when maint has nothing in place.
+    fn current(&self) -> Result<Option<Policy>>;
+
+    /// What `apply(policy)` (or, for `None`, `clear`) would load, in the firewall's own syntax,
+    /// for `--dry-run`. Touches nothing.
+    fn render(&self, policy: Option<&Policy>) -> String;
+
+    /// Removes everything maint created. Returns whether there was anything to remove.
+    fn clear(&self) -> Result<bool>;
+
+    /// Removes connection states so clients move over at once; returns how many were removed.
+    fn kill_states(&self, policy: &Policy, target: StateTarget) -> Result<usize>;
+
+    /// Whether the kernel stops redirecting by itself at `policy.until`. When it cannot (pf),
+    /// the controller schedules a `maint off` for the window's end.
+    fn expires_by_itself(&self) -> bool;
+}
+
+/// Which firewall to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Nftables,
+    Pf,
+}
+
+impl Kind {
+    /// The firewall this operating system ships.
+    pub fn native() -> Option<Kind> {
+        if cfg!(target_os = "linux") {
+            Some(Kind::Nftables)
+        } else if cfg!(target_os = "openbsd") {
+            Some(Kind::Pf)
+        } else {
+            None
+        }
+    }
+}
+
+/// Settings shared by backends; each reads what applies to it.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// nftables table name (family `inet`) or pf anchor name.
+    pub name: String,
+    /// The pfctl(8) program (tests put a fake one here).
+    pub pfctl: std::path::PathBuf,
+}
+
+/// Builds the backend for `kind`.
+pub fn open(kind: Kind, options: Options) -> Result<Box<dyn Backend>> {
+    match kind {
+        #[cfg(target_os = "linux")]
+        Kind::Nftables => Ok(Box::new(nftables::Nftables::new(options))),
+        #[cfg(not(target_os = "linux"))]
+        Kind::Nftables => Err(BackendError::NotReady {
+            problem: "the nftables backend only exists on Linux".into(),
+            hint: "set `backend = \"pf\"` under [firewall] in maint.toml".into(),
+        }),
+        Kind::Pf => Ok(Box::new(pf::Pf::new(options))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn canonical_merges_overlaps_and_duplicates() {
+        let got = canonical(nets(&[
+            "198.51.100.0/25",
+            "198.51.100.128/25",
+            "198.51.100.7/32",
+            "2001:db8::1/128",
+            "2001:db8::/32",
+            "192.0.2.9/24",
+        ]));
+        assert_eq!(
+            got,
+            nets(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"])
+        );
+    }
+
+    #[test]
+    fn matches_respects_exceptions_and_mapped_addresses() {
+        let p = Policy::new(
+            everything(),
+            nets(&["203.0.113.0/24"]),
+            [PortMap {
+                public: 80,
+                server: 8503,
+            }],
+            None,
+        );
+        assert!(p.matches("198.51.100.1".parse().unwrap()));
+        assert!(!p.matches("203.0.113.5".parse().unwrap()));
+        assert!(!p.matches("::ffff:203.0.113.5".parse().unwrap()));
+        assert!(p.matches("2001:db8::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn ports_are_sorted_and_deduplicated() {
+        let p = Policy::new(
+            [],
+            [],
+            [
+                PortMap {
+                    public: 443,
+                    server: 8504,
+                },
+                PortMap {
+                    public: 80,
+                    server: 8503,
+                },
+                PortMap {
+                    public: 443,
+                    server: 8504,
+                },
+            ],
+            None,
+        );
+        assert_eq!(p.ports.iter().map(|p| p.public).collect::<Vec<_>>(), [80, 443]);
+    }
+}
