@@ -1,1 +1,106 @@
-fn main() {}
+//! `maint`: put a website into maintenance at the packet filter.
+//!
+//! This file only wires things together: parse the command line, set up logging, load the
+//! config, hand the command to the controller or the server, and turn the result into output
+//! and an exit code.
+
+mod cli;
+mod config;
+mod control;
+mod controller;
+mod output;
+mod server;
+mod sources;
+mod state;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{exit, Cli, Command};
+use config::Config;
+use controller::{Controller, Fail};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let result = run(&cli);
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(fail) => {
+            let (code, err) = match &fail {
+                Fail::Input(e) => (exit::USAGE, e),
+                Fail::Unhealthy(e) => (exit::SERVER_UNHEALTHY, e),
+                Fail::Failed(e) => (exit::FAILED, e),
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "changed": false, "error": format!("{err:#}"), "exit": code })
+                );
+            }
+            eprintln!("maint: error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<u8, Fail> {
+    // `off` must work with a broken config: it falls back to defaults and the state record.
+    let config = match (Config::load(&cli.config), &cli.command) {
+        (Ok(c), _) => c,
+        (Err(e), Command::Off(_)) => {
+            eprintln!("maint: warning: {e:#}; using built-in defaults and the state record");
+            Config::default()
+        }
+        (Err(e), _) => return Err(Fail::Input(e)),
+    };
+    match &cli.command {
+        Command::Serve(args) => {
+            server::run(config, cli.config.clone(), args.background)?;
+            Ok(exit::OK)
+        }
+        Command::On(args) => {
+            let outcome = Controller::new(config, cli.config.clone()).on(args)?;
+            output::outcome(cli.json, "on", &outcome);
+            Ok(exit::OK)
+        }
+        Command::Off(args) => {
+            let outcome = Controller::new(config, cli.config.clone()).off(args)?;
+            output::outcome(cli.json, "off", &outcome);
+            Ok(exit::OK)
+        }
+        Command::Status => {
+            let report = Controller::new(config, cli.config.clone()).status()?;
+            output::status(cli.json, &report);
+            Ok(exit::OK)
+        }
+        Command::Check => {
+            let findings = Controller::new(config, cli.config.clone()).check()?;
+            output::findings(cli.json, &findings);
+            Ok(if findings.iter().any(|f| f.level == "fail") { exit::FAILED } else { exit::OK })
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 if matches!(cli.command, Command::Serve(_)) => "info",
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

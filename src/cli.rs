@@ -1,0 +1,140 @@
+//! The command line: every subcommand, flag and help text. Parsing only; `main` dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes are part of the interface: cron jobs and Ansible decide on them.
+pub mod exit {
+    /// Done (including "nothing to change").
+    pub const OK: u8 = 0;
+    /// Failed: the firewall or the system refused; nothing was left half-applied.
+    pub const FAILED: u8 = 1;
+    /// Bad usage or input: a malformed prefix, an unknown alias, a broken config. Nothing changed.
+    pub const USAGE: u8 = 2;
+    /// `on` refused because the maintenance server did not answer (use --force to override).
+    pub const SERVER_UNHEALTHY: u8 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  maint on                            everyone sees the maintenance page
+  maint on --except office            everyone but the `office` alias from the config
+  maint on 198.51.100.0/24 --for 30m  only these sources, ends by itself after 30 minutes
+  maint on --until 2026-12-01T02:00 --reason 'Database upgrade'
+  maint status --json                 machine-readable state, for Ansible and monitoring
+  maint off                           everyone back to the app, at once
+
+Exit codes: 0 done (also when nothing changed), 1 failed, 2 bad usage or input,
+3 maintenance server not healthy (`on` refused; --force overrides).";
+
+/// Put a website into maintenance at the packet filter.
+///
+/// `maint on` redirects TCP ports 80 and 443 (configurable) from the matched sources to a
+/// maintenance server that maint embeds, and kills the matched clients' open connections so
+/// they see the maintenance page at once. `maint off` sends them back to the app at once.
+/// Excepted sources and the host itself keep reaching the app, so you can test it on the real
+/// ports before turning maintenance off. Nothing but the web ports is touched: SSH stays open.
+#[derive(Debug, Parser)]
+#[command(name = "maint", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file. A missing file at the default path means built-in defaults.
+    #[arg(
+        long,
+        global = true,
+        env = "MAINT_CONFIG",
+        value_name = "FILE",
+        default_value = crate::config::DEFAULT_PATH
+    )]
+    pub config: PathBuf,
+
+    /// Print machine-readable JSON instead of text (for scripts, cron and Ansible).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v info, -vv debug, -vvv trace). Also: RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Put the site into maintenance for the given sources (default: all).
+    ///
+    /// SOURCES are IPv4/IPv6 addresses, CIDR prefixes, names of aliases from the config's
+    /// [aliases] table, or `all` (every IPv4 and IPv6 source). Overlapping prefixes are merged.
+    /// Running the same `on` twice changes nothing the second time. If no maintenance server
+    /// runs, one is started in the background on the configured defaults.
+    On(OnArgs),
+    /// End maintenance: remove maint's redirect and send clients back to the app at once.
+    ///
+    /// Works without a config file, with the maintenance server dead, and with a missing or
+    /// corrupt state record. Removes only what maint created.
+    Off(OffArgs),
+    /// Show whether maintenance is on, for whom, until when, and the server's health.
+    Status,
+    /// Check the config, the firewall, the maintenance server and certificates; change nothing.
+    Check,
+    /// Run the maintenance server in the foreground (for systemd, rc.d, or by hand).
+    ///
+    /// Started as root, it binds its ports and reads its files, then runs as the configured
+    /// unprivileged user. SIGHUP reloads the page and config; SIGTERM drains and exits.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OnArgs {
+    /// Sources to redirect: addresses, CIDR prefixes, alias names, or `all` (the default).
+    #[arg(value_name = "SOURCES")]
+    pub sources: Vec<String>,
+
+    /// Sources that keep reaching the app (same forms as SOURCES; repeat or separate by commas).
+    #[arg(long, short = 'x', value_name = "SOURCE", value_delimiter = ',')]
+    pub except: Vec<String>,
+
+    /// End maintenance by itself after this long (e.g. 30m, 2h, 1h30m).
+    #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
+    pub for_: Option<String>,
+
+    /// End maintenance by itself at this time (e.g. 2026-12-01T02:00 local, or RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Why the site is down; shown on the maintenance page and in `status`.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// Print what would be loaded into the firewall and change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Apply even if the maintenance server does not answer (visitors may see errors).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OffArgs {
+    /// Print what would be removed and change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// (internal) end maintenance at this Unix time if the window is still the same; used to
+    /// close windows on firewalls that cannot expire rules by themselves.
+    #[arg(long, hide = true, value_name = "UNIX_TIME")]
+    pub scheduled: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// (internal) started by `maint on`: write a pid file and log to the state directory.
+    #[arg(long, hide = true)]
+    pub background: bool,
+}

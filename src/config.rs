@@ -1,0 +1,348 @@
+//! The configuration file (`maint.toml`): its shape, its defaults, and loading it.
+//!
+//! Every setting is optional and defaults to something safe, so maint runs with no file at
+//! all. Unknown keys and bad values are errors naming the key, the file and the line: a typo
+//! in a maintenance tool's config must never be silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_PATH: &str = "/etc/maint/maint.toml";
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub page: Page,
+    pub tls: Tls,
+    pub firewall: Firewall,
+    pub paths: Paths,
+    /// Named groups of sources, usable wherever a source is: `office = ["203.0.113.0/24"]`.
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Addresses to listen on. On Linux the kernel's `redirect` rewrites the destination to the
+    /// address of the interface the packet came in on, so the server listens on the wildcard
+    /// addresses and refuses connections that were not redirected; on OpenBSD pf's `rdr-to`
+    /// targets loopback, so the server listens there only.
+    pub listen: Vec<IpAddr>,
+    /// Port for redirected plain HTTP. Chosen to rarely collide with an app's own ports.
+    pub http_port: u16,
+    /// Port for redirected HTTPS.
+    pub https_port: u16,
+    /// Unprivileged user to run as after binding, when started as root.
+    pub user: String,
+    /// Most connections served at once; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A client must send its request headers within this time (slowloris guard).
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this time.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Largest request head accepted, in bytes (at least 8192).
+    pub max_header_bytes: usize,
+    /// How long SIGTERM waits for open requests before exiting.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: default_listen(),
+            http_port: 8503,
+            https_port: 8504,
+            user: "nobody".into(),
+            max_connections: 20_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15),
+            max_header_bytes: 16 * 1024,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn default_listen() -> Vec<IpAddr> {
+    if cfg!(target_os = "linux") {
+        vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+    } else {
+        vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Page {
+    /// HTTP status of the maintenance response.
+    pub status: u16,
+    /// Retry-After in seconds when no window end is known.
+    pub retry_after: u64,
+    /// Page title and heading.
+    pub title: String,
+    /// Default reason shown when `maint on` gives none.
+    pub reason: String,
+    /// Who to contact (an address or URL), shown on the page when set.
+    pub contact: String,
+    /// A custom page (minijinja template; placeholders: title, reason, eta, until, contact,
+    /// retry_after, assets). Without it the built-in page is used.
+    pub template: Option<PathBuf>,
+    /// A directory whose files are served under `/.maint/` (CSS, logo) for a custom page.
+    pub assets: Option<PathBuf>,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            status: 503,
+            retry_after: 300,
+            title: "Down for maintenance".into(),
+            reason: "We are performing scheduled maintenance.".into(),
+            contact: String::new(),
+            template: None,
+            assets: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Certificate chain and key pairs in PEM; chosen by SNI, the first is the default.
+    pub certificates: Vec<CertPair>,
+    /// Look for certificates in the usual ACME layouts when none are configured.
+    pub discover: bool,
+    /// Serve a self-signed certificate when no real one exists (visitors see a warning).
+    pub self_signed: bool,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            certificates: Vec::new(),
+            discover: true,
+            self_signed: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Firewall {
+    /// `auto` (nftables on Linux, pf on OpenBSD), `nftables` or `pf`.
+    pub backend: BackendChoice,
+    /// Name of maint's nftables table (family inet) or pf anchor.
+    pub table: String,
+    /// Public ports whose plain HTTP is redirected to the server's http_port.
+    pub http_ports: Vec<u16>,
+    /// Public ports whose HTTPS is redirected to the server's https_port.
+    pub https_ports: Vec<u16>,
+    /// The pfctl program (pf backend only).
+    pub pfctl: PathBuf,
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Firewall {
+            backend: BackendChoice::Auto,
+            table: "maint".into(),
+            http_ports: vec![80],
+            https_ports: vec![443],
+            pfctl: "/sbin/pfctl".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Auto,
+    Nftables,
+    Pf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Holds the state record, the lock, and by default the control socket and pid file.
+    /// Under /run so that, like the kernel tables, it does not outlive a reboot.
+    pub state_dir: PathBuf,
+    /// The server's control socket (local only; the network cannot reach it).
+    pub control_socket: Option<PathBuf>,
+    /// Pid file of a server that `maint on` started in the background.
+    pub pid_file: Option<PathBuf>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            state_dir: "/run/maint".into(),
+            control_socket: None,
+            pid_file: None,
+        }
+    }
+}
+
+impl Paths {
+    pub fn control_socket(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("control.sock"))
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.pid_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("server.pid"))
+    }
+    pub fn state_record(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join("lock")
+    }
+    pub fn server_log(&self) -> PathBuf {
+        self.state_dir.join("server.log")
+    }
+}
+
+impl Config {
+    /// Loads `path`. A missing file is fine only when it is the default path (built-in
+    /// defaults then); a file the operator named explicitly must exist.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) => {
+                tracing::debug!("no config file at {}, using built-in defaults", path.display());
+                return Ok(Config::default());
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read config file {}", path.display()))
+            }
+        };
+        Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: values that parse but make no sense together.
+    fn validate(&self) -> Result<()> {
+        let s = &self.server;
+        if s.listen.is_empty() {
+            bail!("server.listen is empty: give at least one address, e.g. [\"0.0.0.0\", \"::\"]");
+        }
+        if s.http_port == 0 || s.https_port == 0 || s.http_port == s.https_port {
+            bail!(
+                "server.http_port ({}) and server.https_port ({}) must be two different non-zero ports",
+                s.http_port,
+                s.https_port
+            );
+        }
+        if s.max_header_bytes < 8192 {
+            bail!("server.max_header_bytes is {}: it must be at least 8192", s.max_header_bytes);
+        }
+        if s.max_connections == 0 {
+            bail!("server.max_connections must be at least 1");
+        }
+        if !(100..=599).contains(&self.page.status) {
+            bail!("page.status is {}: it must be an HTTP status between 100 and 599", self.page.status);
+        }
+        let f = &self.firewall;
+        for port in f.http_ports.iter().chain(&f.https_ports) {
+            if *port == 0 {
+                bail!("firewall ports must be non-zero");
+            }
+            if [s.http_port, s.https_port].contains(port) {
+                bail!("firewall port {port} is also a server port: a redirect onto itself would loop");
+            }
+        }
+        if let Some(p) = f.http_ports.iter().find(|p| f.https_ports.contains(p)) {
+            bail!("port {p} is in both firewall.http_ports and firewall.https_ports");
+        }
+        if f.table.is_empty()
+            || f.table.len() > 32
+            || !f.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!(
+                "firewall.table {:?} is not a usable name: use 1-32 letters, digits, '_' or '-'",
+                f.table
+            );
+        }
+        for (name, entries) in &self.aliases {
+            if crate::sources::is_reserved(name) {
+                bail!("alias {name:?} is a reserved word; pick another name");
+            }
+            for entry in entries {
+                crate::sources::parse_prefix(entry).map_err(|why| {
+                    anyhow::anyhow!("alias {name:?} has a bad entry {entry:?}: {why}")
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Durations are written as humans do: "10s", "1m30s".
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.http_port, 8503);
+        assert_eq!(c.page.status, 503);
+        assert_eq!(c.firewall.http_ports, [80]);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse("[server]\nhttp_port = 8080\nhttp_prot = 1\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("http_prot"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let err = Config::parse("[server]\nheader_timeout = \"soon\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("soon"));
+    }
+
+    #[test]
+    fn bad_alias_entry_is_named() {
+        let err = Config::parse("[aliases]\noffice = [\"203.0.113.0/33\"]\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("office") && msg.contains("203.0.113.0/33"), "{msg}");
+    }
+
+    #[test]
+    fn redirect_loop_is_refused() {
+        let err = Config::parse("[firewall]\nhttp_ports = [8503]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("8503"));
+    }
+}

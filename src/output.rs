@@ -1,0 +1,124 @@
+//! What the operator reads: one JSON object per command with `--json` (stable field names,
+//! documented in the README), short sentences otherwise. Warnings go to stderr in both cases
+//! so scripts parsing stdout never trip over them.
+
+use serde::Serialize;
+
+use crate::controller::{Finding, Outcome, StatusReport};
+
+fn print_json<T: Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).expect("plain data serialises"));
+}
+
+fn warn_all(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("maint: warning: {w}");
+    }
+}
+
+fn ports(p: &[maint_backends::PortMap]) -> String {
+    p.iter()
+        .map(|p| format!("{}→{}", p.public, p.server))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn outcome(json: bool, verb: &str, o: &Outcome) {
+    warn_all(&o.warnings);
+    if json {
+        return print_json(o);
+    }
+    if let Some(rules) = &o.ruleset {
+        println!("# maint {verb} --dry-run: nothing was changed; {} would load:", o.backend);
+        print!("{rules}");
+        if !rules.ends_with('\n') {
+            println!();
+        }
+        return;
+    }
+    if let Some(pid) = o.server_started {
+        println!("started the maintenance server in the background (pid {pid})");
+    }
+    match (verb, o.changed) {
+        ("on", changed) => {
+            let mut line = format!(
+                "maintenance {} for {}",
+                if changed { "on" } else { "already on (no change)" },
+                o.sources.join(", ")
+            );
+            if !o.exceptions.is_empty() {
+                line.push_str(&format!(" except {}", o.exceptions.join(", ")));
+            }
+            line.push_str(&format!("; ports {}", ports(&o.ports)));
+            if let Some(u) = &o.until {
+                line.push_str(&format!("; until {u}"));
+            }
+            println!("{line}");
+            if o.states_killed > 0 {
+                println!("moved {} open connection(s) to the maintenance page", o.states_killed);
+            }
+        }
+        (_, true) => {
+            println!("maintenance off: clients reach the app again");
+            if o.states_killed > 0 {
+                println!("moved {} open connection(s) back to the app", o.states_killed);
+            }
+            if let Some(pid) = o.server_stopped {
+                println!("stopped the maintenance server maint had started (pid {pid})");
+            }
+        }
+        (_, false) => println!("maintenance was not on (no change)"),
+    }
+}
+
+pub fn status(json: bool, r: &StatusReport) {
+    if json {
+        return print_json(r);
+    }
+    let state = match (r.active, r.expired) {
+        (true, _) => "ON",
+        (false, true) => "off (window ended; `maint off` tidies up)",
+        _ => "off",
+    };
+    println!("maintenance: {state}");
+    println!("backend:     {} ({})", r.backend, r.table);
+    if !r.sources.is_empty() || !r.source_prefixes.is_empty() {
+        println!("sources:     {} ({} prefixes)", r.sources.join(", "), r.source_prefixes.len());
+        if !r.exceptions.is_empty() || !r.exception_prefixes.is_empty() {
+            println!("except:      {} ({} prefixes)", r.exceptions.join(", "), r.exception_prefixes.len());
+        }
+        println!("ports:       {}", ports(&r.ports));
+    }
+    if let Some(s) = &r.since {
+        println!("since:       {s}");
+    }
+    if let Some(u) = &r.until {
+        println!("until:       {u}");
+    }
+    if let Some(reason) = &r.reason {
+        println!("reason:      {reason}");
+    }
+    match &r.server {
+        Some(s) => println!(
+            "server:      pid {}, {}, port {}; {} requests served, {} open connections",
+            s.status.pid,
+            if s.healthy { "healthy" } else { "NOT answering HTTP" },
+            s.status.http_port,
+            s.status.requests,
+            s.status.connections
+        ),
+        None => println!("server:      not running"),
+    }
+    for d in &r.drift {
+        println!("drift:       {d}");
+    }
+}
+
+pub fn findings(json: bool, findings: &[Finding]) {
+    if json {
+        return print_json(&findings);
+    }
+    for f in findings {
+        println!("{:<4}  {}", f.level, f.message);
+    }
+}

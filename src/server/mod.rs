@@ -1,0 +1,208 @@
+//! The embedded maintenance server (`maint serve`): start-up, privileges, signals, and the
+//! control channel. HTTP itself is in [`http`], what it answers in [`page`].
+//!
+//! Start-up order matters and follows OpenBSD's httpd: bind the ports and read every file
+//! while still root, then drop to the unprivileged user before the first byte from the
+//! network is read. After that, SIGHUP re-reads the config and page as that user.
+
+pub mod http;
+pub mod tls;
+pub mod page;
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::control::{Answer, Request};
+use http::Shared;
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()> {
+    let paths = config.paths.clone();
+    prepare_state_dir(&paths.state_dir)?;
+
+    let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
+    let content = page::Content::load(&config.page)?;
+    let control = bind_control(&paths.control_socket())?;
+    if background {
+        std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid file {}", paths.pid_file().display()))?;
+    }
+    drop_privileges(&config.server.user)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let shared = Arc::new(Shared::new(config, content)?);
+        let mut tasks = Vec::new();
+        for l in http_listeners {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tasks.push(tokio::spawn(http::accept_loop(l, shared.clone())));
+        }
+        tokio::spawn(control_loop(
+            UnixListener::from_std(control)?,
+            shared.clone(),
+        ));
+        tracing::info!(
+            port = shared.http_port,
+            pid = std::process::id(),
+            "maintenance server ready"
+        );
+        signals(&shared, &config_path).await?;
+        shared.shutdown().await;
+        anyhow::Ok(())
+    });
+    if background {
+        let _ = std::fs::remove_file(paths.pid_file());
+    }
+    result
+}
+
+fn prepare_state_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create state directory {}", dir.display()))
+}
+
+/// Binds one listener per address. IPv6 sockets are v6-only so `0.0.0.0` and `::` can both
+/// be bound on the same port, and a port in use is a clear error naming the address.
+fn bind_all(addrs: &[IpAddr], port: u16) -> Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    addrs
+        .iter()
+        .map(|ip| {
+            let addr = SocketAddr::new(*ip, port);
+            let bind = || -> std::io::Result<std::net::TcpListener> {
+                let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+                if addr.is_ipv6() {
+                    socket.set_only_v6(true)?;
+                }
+                socket.set_reuse_address(true)?;
+                socket.set_nonblocking(true)?;
+                socket.bind(&addr.into())?;
+                socket.listen(4096)?;
+                Ok(socket.into())
+            };
+            bind().map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                    "cannot listen on {addr}: the port is already in use (another maint serve, or \
+                     another program; choose another port under [server] in the config)"
+                ),
+                std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+                    "cannot listen on {addr}: permission denied (ports below 1024 need root)"
+                ),
+                _ => anyhow::Error::from(e).context(format!("cannot listen on {addr}")),
+            })
+        })
+        .collect()
+}
+
+/// The control socket is created while root and made 0600, so once the server runs as
+/// `nobody` only root can still talk to it.
+fn bind_control(path: &Path) -> Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A live server answers on it; a dead one left a stale file behind.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "a maintenance server is already running (its control socket {} answers); stop it first \
+             or give this one another paths.state_dir",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot create control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+fn drop_privileges(user: &str) -> Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Uid, User};
+    if !Uid::effective().is_root() {
+        tracing::debug!("not started as root; keeping the current user");
+        return Ok(());
+    }
+    let u = User::from_name(user)
+        .with_context(|| format!("cannot look up user {user:?}"))?
+        .with_context(|| format!("user {user:?} (server.user) does not exist; create it or set another"))?;
+    setgroups(&[u.gid]).context("setgroups")?;
+    setgid(u.gid).context("setgid")?;
+    setuid(u.uid).context("setuid")?;
+    if setuid(Uid::from_raw(0)).is_ok() {
+        bail!("could drop privileges to {user:?} but regain root: refusing to run");
+    }
+    tracing::info!(user, "dropped privileges");
+    Ok(())
+}
+
+async fn signals(shared: &Arc<Shared>, config_path: &Path) -> Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); return Ok(()) }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); return Ok(()) }
+            _ = hup.recv() => reload(shared, config_path),
+        }
+    }
+}
+
+/// SIGHUP: a broken new config or page keeps the old one, and says why.
+fn reload(shared: &Shared, config_path: &Path) {
+    let result = Config::load(config_path).and_then(|config| {
+        if config.server.listen != shared.settings().server.listen
+            || config.server.http_port != shared.http_port
+        {
+            tracing::warn!("listen addresses and ports change only on restart; keeping the current ones");
+        }
+        let content = page::Content::load(&config.page)?;
+        shared.replace(config, content)
+    });
+    match result {
+        Ok(()) => tracing::info!("SIGHUP: reloaded config and page"),
+        Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous config and page: {e:#}"),
+    }
+}
+
+async fn control_loop(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            // One request per connection keeps the protocol trivial; bounded by a timeout so
+            // a stuck client cannot hold a task forever.
+            let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line()).await;
+            let answer = match line {
+                Ok(Ok(Some(line))) => match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Status) => Answer::Ok { status: shared.status() },
+                    Ok(Request::SetWindow(w)) => match shared.set_window(w) {
+                        Ok(()) => Answer::Ok { status: shared.status() },
+                        Err(e) => Answer::Err { error: format!("{e:#}") },
+                    },
+                    Err(e) => Answer::Err { error: format!("bad request: {e}") },
+                },
+                _ => return,
+            };
+            let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+            out.push(b'\n');
+            let _ = write.write_all(&out).await;
+        });
+    }
+}

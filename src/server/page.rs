@@ -1,0 +1,414 @@
+//! What the maintenance server answers: the page in HTML, JSON or plain text, its headers, and
+//! the assets a custom page may use.
+//!
+//! Everything that can be rendered ahead is rendered when the page is built (at start, on
+//! SIGHUP, when `maint on` announces a new window), so answering a request is a lookup and a
+//! few header copies. Only JSON's `retry_after` counts down and is formatted per request.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+use crate::config;
+use crate::control::Window;
+
+/// Assets live under this path; every other path gets the maintenance page.
+pub const ASSET_PREFIX: &str = "/.maint/";
+/// Marks our answers, so the page's poller can tell the maintenance page from the app.
+pub const MARKER: &str = "x-maintenance";
+/// Assets above this total are refused: they are held in memory.
+const ASSETS_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
+const BUILTIN_TEMPLATE: &str = include_str!("builtin.html");
+
+/// What is read from disk: the page settings, the template text and the assets. Reloaded on
+/// SIGHUP; a window change re-renders from it without touching the disk.
+#[derive(Clone)]
+pub struct Content {
+    settings: config::Page,
+    template: String,
+    custom: bool,
+    assets: HashMap<String, Asset>,
+}
+
+#[derive(Clone)]
+struct Asset {
+    body: Bytes,
+    content_type: HeaderValue,
+}
+
+impl Content {
+    pub fn load(settings: &config::Page) -> Result<Content> {
+        let (template, custom) = match &settings.template {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read page template {}", path.display()))?,
+                true,
+            ),
+            None => (BUILTIN_TEMPLATE.to_string(), false),
+        };
+        let assets = match &settings.assets {
+            Some(dir) => load_assets(dir)?,
+            None => HashMap::new(),
+        };
+        let content = Content {
+            settings: settings.clone(),
+            template,
+            custom,
+            assets,
+        };
+        // Render once now so a broken template is an error at load, not a 500 per request.
+        Page::render(&content, &Window::default())?;
+        Ok(content)
+    }
+}
+
+fn load_assets(dir: &Path) -> Result<HashMap<String, Asset>> {
+    let mut assets = HashMap::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .with_context(|| format!("cannot read assets directory {}", d.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let body = std::fs::read(&path)
+                .with_context(|| format!("cannot read asset {}", path.display()))?;
+            total += body.len() as u64;
+            if total > ASSETS_MAX_BYTES {
+                bail!(
+                    "assets in {} exceed {} MiB; they are held in memory, keep them small",
+                    dir.display(),
+                    ASSETS_MAX_BYTES >> 20
+                );
+            }
+            let rel = path.strip_prefix(dir).expect("walked from dir");
+            let url = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            let mime = mime_guess::from_path(&path).first_or_octet_stream();
+            assets.insert(
+                url,
+                Asset {
+                    body: Bytes::from(body),
+                    content_type: HeaderValue::from_str(mime.as_ref())
+                        .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+                },
+            );
+        }
+    }
+    Ok(assets)
+}
+
+/// The rendered answers for one window.
+pub struct Page {
+    status: StatusCode,
+    html: Bytes,
+    text: Bytes,
+    retry_after: HeaderValue,
+    /// Fixed parts of the JSON answer; `retry_after` is added per request.
+    json: JsonParts,
+    assets: HashMap<String, Asset>,
+}
+
+#[derive(Clone, Serialize)]
+struct JsonParts {
+    status: &'static str,
+    code: u16,
+    reason: String,
+    until: Option<String>,
+    #[serde(skip)]
+    until_secs: Option<u64>,
+    #[serde(skip)]
+    default_retry: u64,
+}
+
+#[derive(Serialize)]
+struct JsonAnswer<'a> {
+    #[serde(flatten)]
+    parts: &'a JsonParts,
+    retry_after: u64,
+}
+
+/// Which representation a client gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Html,
+    Json,
+    Text,
+}
+
+impl Page {
+    pub fn render(content: &Content, window: &Window) -> Result<Page> {
+        let s = &content.settings;
+        let status = StatusCode::from_u16(s.status).context("page.status")?;
+        let reason = window
+            .reason
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| s.reason.clone());
+        let until = window.until.map(rfc3339);
+        let eta = window.until.map(human_time);
+        let retry_after = match window.until {
+            Some(u) => HeaderValue::from_str(&httpdate(u)).expect("HTTP dates are ASCII"),
+            None => HeaderValue::from(s.retry_after),
+        };
+        // The page polls about as often as Retry-After suggests, within sane bounds.
+        let poll = s.retry_after.clamp(5, 30);
+
+        let mut env = minijinja::Environment::new();
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        env.add_template("page", &content.template)
+            .with_context(|| template_name(content))?;
+        let ctx = minijinja::context! {
+            title => &s.title,
+            reason => &reason,
+            contact => &s.contact,
+            until => &until,
+            eta => &eta,
+            retry_after => s.retry_after,
+            assets => ASSET_PREFIX,
+        };
+        let mut html = env
+            .get_template("page")?
+            .render(ctx)
+            .with_context(|| template_name(content))?;
+        let script = RELOAD_SCRIPT.replace("POLL_MS", &(poll * 1000).to_string());
+        match html.rfind("</body>") {
+            Some(at) => html.insert_str(at, &script),
+            None => html.push_str(&script),
+        }
+
+        let mut text = format!("{}\n\n{}\n", s.title, reason);
+        if let Some(eta) = &eta {
+            text.push_str(&format!("Expected back: {eta}\n"));
+        }
+        if !s.contact.is_empty() {
+            text.push_str(&format!("Contact: {}\n", s.contact));
+        }
+
+        Ok(Page {
+            status,
+            html: Bytes::from(html),
+            text: Bytes::from(text),
+            retry_after,
+            json: JsonParts {
+                status: "maintenance",
+                code: status.as_u16(),
+                reason,
+                until,
+                until_secs: window.until,
+                default_retry: s.retry_after,
+            },
+            assets: content.assets.clone(),
+        })
+    }
+
+    /// The answer to any request. Never fails: a maintenance server that errors is worse
+    /// than none.
+    pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if let Some(name) = path.strip_prefix(ASSET_PREFIX) {
+            return self.asset(req.method(), name);
+        }
+        let kind = negotiate(
+            req.headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("*/*"),
+        );
+        let (body, content_type) = match kind {
+            Kind::Html => (self.html.clone(), "text/html; charset=utf-8"),
+            Kind::Text => (self.text.clone(), "text/plain; charset=utf-8"),
+            Kind::Json => (self.json_body(), "application/json"),
+        };
+        let mut resp = finish(req.method(), self.status, body, HeaderValue::from_static(content_type));
+        let h = resp.headers_mut();
+        h.insert(header::RETRY_AFTER, self.retry_after.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        resp
+    }
+
+    fn json_body(&self) -> Bytes {
+        let retry_after = match self.json.until_secs {
+            Some(u) => u.saturating_sub(now_secs()),
+            None => self.json.default_retry,
+        };
+        let mut body = serde_json::to_vec(&JsonAnswer {
+            parts: &self.json,
+            retry_after,
+        })
+        .expect("plain data serialises");
+        body.push(b'\n');
+        Bytes::from(body)
+    }
+
+    fn asset(&self, method: &Method, name: &str) -> Response<Full<Bytes>> {
+        match self.assets.get(name) {
+            Some(a) => {
+                finish(method, StatusCode::OK, a.body.clone(), a.content_type.clone())
+            }
+            None => finish(
+                method,
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(b"no such asset\n"),
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+        }
+    }
+}
+
+/// Common headers; HEAD gets them with an empty body but the length GET would have.
+fn finish(method: &Method, status: StatusCode, body: Bytes, content_type: HeaderValue) -> Response<Full<Bytes>> {
+    let len = body.len();
+    let body = if method == Method::HEAD { Bytes::new() } else { body };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(MARKER, HeaderValue::from_static("on"));
+    resp
+}
+
+fn template_name(content: &Content) -> String {
+    match (&content.settings.template, content.custom) {
+        (Some(p), true) => format!("page template {}", p.display()),
+        _ => "built-in page template".into(),
+    }
+}
+
+/// Picks the representation from an Accept header: highest q wins, then the most specific
+/// match, then HTML (browsers send `*/*` too). A client that accepts none of them still gets
+/// HTML: a 406 would help nobody during maintenance.
+pub fn negotiate(accept: &str) -> Kind {
+    const OFFERS: [(Kind, &str, &str); 3] = [
+        (Kind::Html, "text", "html"),
+        (Kind::Json, "application", "json"),
+        (Kind::Text, "text", "plain"),
+    ];
+    let mut best = (Kind::Html, 0.0f32, -1i8);
+    for (kind, ty, sub) in OFFERS {
+        // The most specific range that matches this offer decides its q (RFC 9110 12.5.1).
+        let mut found: Option<(f32, i8)> = None;
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let (rt, rs) = media.split_once('/').unwrap_or((media, ""));
+            let spec = match (rt, rs) {
+                _ if rt.eq_ignore_ascii_case(ty) && rs.eq_ignore_ascii_case(sub) => 2,
+                _ if rt.eq_ignore_ascii_case(ty) && rs == "*" => 1,
+                ("*", "*") => 0,
+                _ => continue,
+            };
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+                .find_map(|v| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if found.is_none_or(|(_, s)| spec > s) {
+                found = Some((q, spec));
+            }
+        }
+        if let Some((q, spec)) = found {
+            if q > 0.0 && (q > best.1 || (q == best.1 && spec > best.2)) {
+                best = (kind, q, spec);
+            }
+        }
+    }
+    best.0
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn timestamp(secs: u64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(secs as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+pub fn rfc3339(secs: u64) -> String {
+    timestamp(secs).to_string()
+}
+
+pub fn httpdate(secs: u64) -> String {
+    timestamp(secs).strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// "2026-12-01 02:00 UTC": what a visitor reads on the page.
+fn human_time(secs: u64) -> String {
+    timestamp(secs).strftime("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Polls the same URL and reloads only once the answer is no longer ours (maintenance over);
+/// a network error (the app restarting) just waits for the next poll, so there is no loop.
+const RELOAD_SCRIPT: &str = r#"<script>
+(function () {
+  function check() {
+    fetch(location.href, { cache: "no-store", headers: { "Accept": "text/html" } })
+      .then(function (r) {
+        if (r.headers.get("x-maintenance")) setTimeout(check, POLL_MS);
+        else location.reload();
+      })
+      .catch(function () { setTimeout(check, POLL_MS); });
+  }
+  setTimeout(check, POLL_MS);
+})();
+</script>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(negotiate("*/*"), Kind::Html);
+        assert_eq!(negotiate("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"), Kind::Html);
+        assert_eq!(negotiate("application/json"), Kind::Json);
+        assert_eq!(negotiate("application/json, text/plain, */*"), Kind::Json);
+        assert_eq!(negotiate("text/plain"), Kind::Text);
+        assert_eq!(negotiate("text/*;q=0.5, application/json;q=0.9"), Kind::Json);
+        assert_eq!(negotiate("text/html;q=0, text/plain"), Kind::Text);
+        assert_eq!(negotiate("image/png"), Kind::Html);
+        assert_eq!(negotiate(""), Kind::Html);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(httpdate(1_796_090_400), "Tue, 01 Dec 2026 02:00:00 GMT");
+        assert_eq!(rfc3339(1_796_090_400), "2026-12-01T02:00:00Z");
+    }
+
+    #[test]
+    fn reason_is_escaped_in_html() {
+        let content = Content::load(&config::Page::default()).unwrap();
+        let page = Page::render(
+            &content,
+            &Window {
+                until: None,
+                reason: Some("<script>alert(1)</script>".into()),
+            },
+        )
+        .unwrap();
+        let html = String::from_utf8(page.html.to_vec()).unwrap();
+        assert!(!html.contains("<script>alert(1)"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+}

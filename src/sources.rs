@@ -1,0 +1,228 @@
+//! Source tokens as operators type them (`all`, `198.51.100.0/24`, `2001:db8::1`, `office`)
+//! turned into prefixes, and the window flags (`--for`, `--until`) turned into a Unix time.
+//!
+//! Every error names the token that was wrong and what would have been accepted, because the
+//! operator running `maint on` at 2 a.m. should not have to guess.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+
+/// A bad source token or window. Reported as bad input (exit 2); nothing is changed.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("bad source {token:?}: {why}")]
+    Source { token: String, why: String },
+    #[error("bad --for {token:?}: {why}")]
+    For { token: String, why: String },
+    #[error("bad --until {token:?}: {why}")]
+    Until { token: String, why: String },
+}
+
+const ALL: &str = "all";
+
+pub fn is_reserved(name: &str) -> bool {
+    name == ALL
+}
+
+/// Parses an address or CIDR prefix. Host bits are allowed and cleared (`192.0.2.9/24` means
+/// 192.0.2.0/24), as operators copy addresses with their interface prefix.
+pub fn parse_prefix(token: &str) -> Result<IpNet, String> {
+    let token = token.trim();
+    if let Ok(net) = token.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(addr) = token.parse::<IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    if let Some((addr, len)) = token.split_once('/') {
+        if addr.parse::<IpAddr>().is_err() {
+            return Err(format!("{addr:?} is not an IPv4 or IPv6 address"));
+        }
+        return Err(format!(
+            "prefix length {len:?} is out of range (0-32 for IPv4, 0-128 for IPv6)"
+        ));
+    }
+    Err("not an IPv4/IPv6 address or CIDR prefix".into())
+}
+
+/// Resolved sources: the prefixes, plus what the operator should hear about them.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub prefixes: Vec<IpNet>,
+    pub warnings: Vec<String>,
+}
+
+/// Resolves tokens (each may also be a comma-separated list) against the config's aliases.
+pub fn resolve(
+    tokens: &[String],
+    aliases: &BTreeMap<String, Vec<String>>,
+) -> Result<Resolved, InputError> {
+    let mut out = Resolved::default();
+    for token in tokens.iter().flat_map(|t| t.split(',')).map(str::trim) {
+        if token.is_empty() {
+            continue;
+        }
+        if token.eq_ignore_ascii_case(ALL) {
+            out.prefixes.extend(maint_backends::everything());
+        } else if let Some(entries) = aliases.get(token) {
+            for entry in entries {
+                // Config validation already checked alias entries; this cannot fail for a
+                // loaded config, but a clear error beats a panic if it ever does.
+                let net = parse_prefix(entry).map_err(|why| InputError::Source {
+                    token: token.into(),
+                    why: format!("alias entry {entry:?}: {why}"),
+                })?;
+                out.prefixes.push(net);
+            }
+        } else {
+            let net = parse_prefix(token).map_err(|why| {
+                let looks_like_name = token.chars().all(|c| c.is_alphanumeric() || "_-".contains(c));
+                let why = if looks_like_name {
+                    let known = if aliases.is_empty() {
+                        "no aliases are defined in the config".to_string()
+                    } else {
+                        format!(
+                            "known aliases: {}",
+                            aliases.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    };
+                    format!("not an address, a CIDR prefix, \"all\", or an alias ({known})")
+                } else {
+                    why
+                };
+                InputError::Source {
+                    token: token.into(),
+                    why,
+                }
+            })?;
+            if net.prefix_len() == 0 && matches!(net, IpNet::V4(_)) {
+                out.warnings.push(
+                    "0.0.0.0/0 covers IPv4 only; IPv6 clients are not redirected (use `all` for both)"
+                        .into(),
+                );
+            } else if net.prefix_len() == 0 {
+                out.warnings.push(
+                    "::/0 covers IPv6 only; IPv4 clients are not redirected (use `all` for both)".into(),
+                );
+            }
+            out.prefixes.push(net);
+        }
+    }
+    Ok(out)
+}
+
+/// Turns `--for` / `--until` into the window's end as Unix seconds.
+pub fn window_end(
+    for_: Option<&str>,
+    until: Option<&str>,
+    now: SystemTime,
+) -> Result<Option<u64>, InputError> {
+    let end = match (for_, until) {
+        (Some(text), _) => {
+            let bad = |why: String| InputError::For {
+                token: text.into(),
+                why,
+            };
+            if text.trim_start().starts_with('-') {
+                return Err(bad("a window cannot end in the past; give a positive duration like 30m".into()));
+            }
+            let d = humantime::parse_duration(text.trim())
+                .map_err(|e| bad(format!("{e}; write a duration like 30m, 2h or 1h30m")))?;
+            if d < Duration::from_secs(1) {
+                return Err(bad("a window must last at least one second".into()));
+            }
+            now + d
+        }
+        (None, Some(text)) => {
+            let bad = |why: String| InputError::Until {
+                token: text.into(),
+                why,
+            };
+            let at = parse_time(text.trim()).map_err(|e| {
+                bad(format!("{e}; write a time like 2026-12-01T02:00 (local) or 2026-12-01T02:00:00Z"))
+            })?;
+            if at <= now {
+                return Err(bad("that time is already past".into()));
+            }
+            at
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(
+        end.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+    ))
+}
+
+/// Accepts RFC 3339 with an offset, or a civil date-time (seconds optional) in local time.
+fn parse_time(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(SystemTime::from(ts));
+    }
+    let civil: jiff::civil::DateTime = text.parse().map_err(|e: jiff::Error| e.to_string())?;
+    let zoned = civil
+        .to_zoned(jiff::tz::TimeZone::system())
+        .map_err(|e| e.to_string())?;
+    Ok(SystemTime::from(zoned.timestamp()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aliases() -> BTreeMap<String, Vec<String>> {
+        BTreeMap::from([(
+            "office".to_string(),
+            vec!["203.0.113.0/24".to_string(), "2001:db8:1::/48".to_string()],
+        )])
+    }
+
+    fn toks(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn all_alias_cidr_and_bare_address() {
+        let r = resolve(&toks(&["office", "198.51.100.7", "192.0.2.9/24"]), &aliases()).unwrap();
+        let want: Vec<IpNet> = ["203.0.113.0/24", "2001:db8:1::/48", "198.51.100.7/32", "192.0.2.0/24"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(r.prefixes, want);
+        let all = resolve(&toks(&["all"]), &aliases()).unwrap();
+        assert_eq!(all.prefixes, maint_backends::everything());
+        assert!(all.warnings.is_empty());
+    }
+
+    #[test]
+    fn ipv4_default_route_warns() {
+        let r = resolve(&toks(&["0.0.0.0/0"]), &aliases()).unwrap();
+        assert!(r.warnings[0].contains("IPv4 only"));
+    }
+
+    #[test]
+    fn bad_tokens_are_named() {
+        let e = resolve(&toks(&["198.51.100.0/33"]), &aliases()).unwrap_err().to_string();
+        assert!(e.contains("198.51.100.0/33") && e.contains("out of range"), "{e}");
+        let e = resolve(&toks(&["offce"]), &aliases()).unwrap_err().to_string();
+        assert!(e.contains("offce") && e.contains("known aliases: office"), "{e}");
+        let e = resolve(&toks(&["198.51.100.300"]), &aliases()).unwrap_err().to_string();
+        assert!(e.contains("198.51.100.300"), "{e}");
+    }
+
+    #[test]
+    fn windows() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(window_end(Some("30m"), None, now).unwrap(), Some(1_001_800));
+        assert!(window_end(Some("-5m"), None, now).unwrap_err().to_string().contains("-5m"));
+        assert!(window_end(Some("soon"), None, now).is_err());
+        assert_eq!(
+            window_end(None, Some("2026-12-01T02:00:00Z"), now).unwrap(),
+            Some(1_796_090_400)
+        );
+        assert!(window_end(None, Some("1970-01-01T00:00:00Z"), now).is_err());
+        assert_eq!(window_end(None, None, now).unwrap(), None);
+    }
+}

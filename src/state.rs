@@ -1,0 +1,87 @@
+//! The state record: what the last successful `maint on` put in place, and the lock that
+//! serialises concurrent invocations (cron and Ansible may well run two at once).
+//!
+//! The kernel is the truth; the record holds what the kernel cannot (the tokens the operator
+//! typed, the reason, since when, which server `on` started) and lets `status` spot drift.
+//! It lives under /run by default, so like the kernel tables it does not survive a reboot.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use maint_backends::{Kind, Policy};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub backend: Kind,
+    /// nftables table or pf anchor name, so `off` finds it even if the config changed since.
+    pub table: String,
+    pub policy: Policy,
+    /// Sources and exceptions as typed (alias names kept), for `status`.
+    pub sources: Vec<String>,
+    pub exceptions: Vec<String>,
+    /// Unix seconds.
+    pub since: u64,
+    pub reason: Option<String>,
+    /// The pid of a maintenance server `on` started, which `off` stops again.
+    pub spawned_server: Option<u32>,
+}
+
+/// `Ok(None)` when there is no record; `Err` when there is one that cannot be read, which
+/// `status` reports and `off` steps over.
+pub fn load(path: &Path) -> Result<Option<Record>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read state record {}", path.display())),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("state record {} is corrupt", path.display()))
+}
+
+/// Written to a temporary file and renamed, so a crash never leaves half a record.
+pub fn save(path: &Path, record: &Record) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    serde_json::to_writer_pretty(&mut f, record)?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn remove(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+/// Held for the whole of an `on` or `off`; released when dropped.
+pub struct Lock(#[allow(dead_code)] File);
+
+pub fn lock(path: &Path) -> Result<Lock> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!("another maint is running; waiting for it to finish");
+            f.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    Ok(Lock(f))
+}
