@@ -20,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 
 use super::page::{Content, Page};
+use super::privsep::KeyHelper;
+use super::tls::Tls;
 use crate::config::Config;
 use crate::control::{ServerStatus, Window};
 
@@ -43,10 +45,12 @@ pub struct Shared {
     slots: Arc<Semaphore>,
     graceful: Mutex<Option<GracefulShutdown>>,
     stop: Notify,
+    tls: Option<Tls>,
+    key_helper: Option<KeyHelper>,
 }
 
 impl Shared {
-    pub fn new(config: Config, content: Content) -> Result<Shared> {
+    pub fn new(config: Config, content: Content, tls: Option<Tls>, key_helper: Option<KeyHelper>) -> Result<Shared> {
         let window = Window::default();
         let page = Page::render(&content, &window)?;
         Ok(Shared {
@@ -58,7 +62,23 @@ impl Shared {
             started: now_secs(),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
             stop: Notify::new(),
+            tls,
+            key_helper,
         })
+    }
+
+    /// Re-reads the certificates (through the privileged helper when running unprivileged).
+    /// An HTTPS listener cannot appear on reload: a server started without certificates
+    /// needs a restart to serve HTTPS.
+    pub fn reload_tls(&self, config: &Config) -> Result<()> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        let pairs = match &self.key_helper {
+            Some(helper) => helper.read_pems()?,
+            None => super::tls::read_pems(&config.tls)?,
+        };
+        tls.reload(&pairs, config.tls.self_signed)
     }
 
     pub fn settings(&self) -> Arc<Config> {
@@ -94,7 +114,7 @@ impl Shared {
             connections_total: self.stats.connections_total.load(Ordering::Relaxed),
             refused_direct: self.stats.refused_direct.load(Ordering::Relaxed),
             http_port: self.http_port,
-            https_port: None,
+            https_port: self.tls.as_ref().map(|_| self.settings().server.https_port),
             window,
         }
     }
@@ -144,10 +164,14 @@ impl Drop for Open<'_> {
     }
 }
 
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool) {
     let stopped = shared.stop.notified();
     tokio::pin!(stopped);
     let builder = shared.builder();
+    let acceptor = match (&shared.tls, https) {
+        (Some(tls), true) => Some(tokio_rustls::TlsAcceptor::from(tls.config.clone())),
+        _ => None,
+    };
     loop {
         let permit = tokio::select! {
             _ = &mut stopped => return,
@@ -176,18 +200,40 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         let builder = builder.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _open = Open::new(&shared.stats);
-            let idle = shared.settings().server.idle_timeout;
+            let server = shared.settings().server.clone();
             let svc = service_fn(|req| {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
                 let resp = shared.page.load().respond(&req);
                 async move { Ok::<_, std::convert::Infallible>(resp) }
             });
-            let io = IdleTimeout::new(TokioIo::new(stream), idle);
-            let conn = builder.serve_connection(io, svc);
-            if let Err(e) = watcher.watch(conn).await {
+            let result = match acceptor {
+                None => {
+                    let io = IdleTimeout::new(TokioIo::new(stream), server.idle_timeout);
+                    watcher.watch(builder.serve_connection(io, svc)).await
+                }
+                Some(acceptor) => {
+                    // A client that stalls or speaks garbage during the handshake is dropped
+                    // alone; the handshake shares the header timeout's budget.
+                    let tls = match tokio::time::timeout(server.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let io = IdleTimeout::new(TokioIo::new(tls), server.idle_timeout);
+                    watcher.watch(builder.serve_connection(io, svc)).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::trace!(%peer, "connection ended: {e}");
             }
         });

@@ -6,8 +6,9 @@
 //! network is read. After that, SIGHUP re-reads the config and page as that user.
 
 pub mod http;
-pub mod tls;
 pub mod page;
+mod privsep;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -30,6 +31,22 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
 
     let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
     let content = page::Content::load(&config.page)?;
+    // HTTPS only with a usable certificate; otherwise `maint on` leaves 443 alone.
+    let tls = match tls::read_pems(&config.tls).and_then(|p| tls::Tls::new(&p, config.tls.self_signed)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("HTTPS not served: {e:#}");
+            None
+        }
+    };
+    let https_listeners = match &tls {
+        Some(_) => bind_all(&config.server.listen, config.server.https_port)?,
+        None => Vec::new(),
+    };
+    let key_helper = match (&tls, nix::unistd::Uid::effective().is_root()) {
+        (Some(_), true) => Some(privsep::spawn(config_path.clone())?),
+        _ => None,
+    };
     let control = bind_control(&paths.control_socket())?;
     if background {
         std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
@@ -42,11 +59,15 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
-        let shared = Arc::new(Shared::new(config, content)?);
-        let mut tasks = Vec::new();
+        let https_port = tls.as_ref().map(|_| config.server.https_port);
+        let shared = Arc::new(Shared::new(config, content, tls, key_helper)?);
         for l in http_listeners {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tasks.push(tokio::spawn(http::accept_loop(l, shared.clone())));
+            tokio::spawn(http::accept_loop(l, shared.clone(), false));
+        }
+        for l in https_listeners {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tokio::spawn(http::accept_loop(l, shared.clone(), true));
         }
         tokio::spawn(control_loop(
             UnixListener::from_std(control)?,
@@ -54,6 +75,7 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
         ));
         tracing::info!(
             port = shared.http_port,
+            https_port,
             pid = std::process::id(),
             "maintenance server ready"
         );
@@ -169,6 +191,7 @@ fn reload(shared: &Shared, config_path: &Path) {
             tracing::warn!("listen addresses and ports change only on restart; keeping the current ones");
         }
         let content = page::Content::load(&config.page)?;
+        shared.reload_tls(&config)?;
         shared.replace(config, content)
     });
     match result {
