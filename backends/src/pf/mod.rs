@@ -1,25 +1,378 @@
-//! pf backend (OpenBSD): an anchor and a table owned by maint, driven through pfctl(8).
-//! (Being written; see issue 5.)
-use crate::{Backend, Options, Policy, Result, StateTarget};
+//! pf backend (OpenBSD): one anchor owned by maint, driven through pfctl(8).
+//!
+//! This module owns the [`Backend`] contract for pf: which pfctl commands run, in which order,
+//! and how their output becomes a [`Policy`] again. The anchor's text lives in [`render`], the
+//! child process and output parsing in [`pfctl`]. maint only ever names its own anchor
+//! (`-a NAME`) when it changes something; the main ruleset is read, never written.
+//!
+//! Command sequences (NAME is `options.name`, "maint" by default):
+//! - apply: `pfctl -a NAME -f -`, the table and the rules in one text. pfctl wraps a load in
+//!   one kernel transaction covering the anchor's ruleset *and* its tables (DIOCXBEGIN with
+//!   PF_TRANS_RULESET and PF_TRANS_TABLE, then DIOCXCOMMIT, or DIOCXROLLBACK on any error; see
+//!   `pfctl_ruleset_trans()` and `pfctl_rules()` in sbin/pfctl/pfctl.c). So the one failure
+//!   point leaves the previous rules and table contents in place, and there is no window in
+//!   which new rules meet an old table or the reverse. This is why the table is defined inline
+//!   instead of being filled by a separate `-T replace`, which would need undoing by hand.
+//! - current: `pfctl -a NAME -s rules`, then `pfctl -a NAME -t NAME_src -T show`.
+//! - clear: the same two reads, then `pfctl -a NAME -F rules` and `pfctl -a NAME -F Tables`.
+//!   Rules go first so the redirect stops at once; a table left alone without rules does
+//!   nothing, and the next `clear` removes it.
+//! - kill_states, App: `pfctl -s states`, then one `pfctl -k key -k 'tcp DST:PORT <- SRC:PORT'`
+//!   per state of a matched client to a public port that was not redirected. See
+//!   [`Pf::kill_app_states`] for why not a single host or label kill.
+//! - kill_states, Server: `pfctl -k label -k NAME-redirect`.
+//! - preflight: `pfctl -s info`, then `pfctl -s rules` (main ruleset).
+
+mod pfctl;
+mod render;
+
+use std::collections::BTreeSet;
+
+use anyhow::anyhow;
+
+use crate::{Backend, BackendError, Options, Policy, PortMap, Result, StateTarget};
+use pfctl::Pfctl;
+use render::Names;
 
 pub struct Pf {
-    #[allow(dead_code)]
-    options: Options,
+    names: Names,
+    pfctl: Pfctl,
 }
 
 impl Pf {
     pub fn new(options: Options) -> Self {
-        Pf { options }
+        Pf {
+            names: Names::new(&options.name),
+            pfctl: Pfctl::new(options.pfctl),
+        }
+    }
+
+    fn anchor(&self) -> &str {
+        &self.names.anchor
+    }
+
+    /// The anchor's rules as `pfctl -s rules` prints them; empty when the anchor is missing.
+    fn anchor_rules(&self) -> Result<Vec<String>> {
+        let out = self
+            .pfctl
+            .run(&["-a", self.anchor(), "-s", "rules"], None)?;
+        if !out.success && !pfctl::says_missing(&out.stderr) {
+            return Err(BackendError::Failed(anyhow!(
+                "`pfctl -a {} -s rules` failed: {}",
+                self.anchor(),
+                out.stderr.trim()
+            )));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The tables defined in the anchor (`-s Tables` prints `name@anchor`).
+    fn anchor_tables(&self) -> Result<Vec<String>> {
+        let out = self
+            .pfctl
+            .run(&["-a", self.anchor(), "-s", "Tables"], None)?;
+        if !out.success && !pfctl::says_missing(&out.stderr) {
+            return Err(BackendError::Failed(anyhow!(
+                "`pfctl -a {} -s Tables` failed: {}",
+                self.anchor(),
+                out.stderr.trim()
+            )));
+        }
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split('@').next())
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Reads back one of maint's redirect rules: (public port, server port, until).
+    fn parse_rule(&self, rule: &str) -> Result<(PortMap, Option<u64>)> {
+        let toks: Vec<&str> = rule.split_whitespace().collect();
+        let after = |word: &str| toks.iter().position(|t| *t == word).map(|i| i + 1);
+        let unexpected = || {
+            BackendError::Failed(anyhow!(
+                "anchor \"{}\" holds a rule maint did not write: {rule}\n  \
+                 (`maint off` removes everything in the anchor)",
+                self.anchor()
+            ))
+        };
+        // `to any port = 80`: print_fromto() writes the operator; accept the bare form too.
+        let to = after("to").ok_or_else(unexpected)?;
+        let mut i = to;
+        while i < toks.len() && toks[i] != "port" {
+            i += 1;
+        }
+        let mut p = i + 1;
+        if toks.get(p) == Some(&"=") {
+            p += 1;
+        }
+        let public: u16 = toks
+            .get(p)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(unexpected)?;
+        let rdr = after("rdr-to").ok_or_else(unexpected)?;
+        if toks.get(rdr + 1) != Some(&"port") {
+            return Err(unexpected());
+        }
+        let server: u16 = toks
+            .get(rdr + 2)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(unexpected)?;
+        let until = match after("tag") {
+            Some(t) => {
+                let tag = toks.get(t).ok_or_else(unexpected)?.trim_matches('"');
+                let secs = tag
+                    .strip_prefix(&self.names.until_tag)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(unexpected)?;
+                Some(secs)
+            }
+            None => None,
+        };
+        Ok((PortMap { public, server }, until))
+    }
+
+    /// Kills the states of matched clients that still go to the app.
+    ///
+    /// Those states were created by the operator's own rules, so there is no label of maint's
+    /// to kill them by (seed 002 used its own `www-normal` label, which maint cannot assume).
+    /// A host kill (`pfctl -k SRC -k DST`) cannot name a port, so it would also drop the
+    /// client's SSH session, which rule 1 forbids. So maint lists the states and kills each
+    /// matching one by its key, which names protocol, both addresses and both ports. The cost
+    /// is one pfctl run per killed state; a keep-alive web server has few per client.
+    fn kill_app_states(&self, policy: &Policy) -> Result<usize> {
+        let out = self.pfctl.check(&["-s", "states"], None)?;
+        let public: BTreeSet<u16> = policy.ports.iter().map(|p| p.public).collect();
+        let mut killed = 0;
+        for state in pfctl::parse_states(&out.stdout) {
+            if state.proto != "tcp" || !state.inbound || state.translated() {
+                continue;
+            }
+            let (Some((_, dport)), Some((src, _))) = (
+                pfctl::parse_host_port(&state.first),
+                pfctl::parse_host_port(&state.second),
+            ) else {
+                continue;
+            };
+            // Loopback clients are the host itself, which maint's rules leave alone.
+            if !public.contains(&dport) || src.is_loopback() || !policy.matches(src) {
+                continue;
+            }
+            let key = state.key();
+            let out = self.pfctl.check(&["-k", "key", "-k", &key], None)?;
+            killed += pfctl::parse_killed(&out.stderr).unwrap_or(0);
+        }
+        Ok(killed)
+    }
+
+    /// Kills the states maint's redirect rules created. pf keeps a removed rule alive while
+    /// states point at it, so this works after `clear` as well as before.
+    fn kill_server_states(&self) -> Result<usize> {
+        let out = self
+            .pfctl
+            .check(&["-k", "label", "-k", &self.names.label], None)?;
+        Ok(pfctl::parse_killed(&out.stderr).unwrap_or(0))
     }
 }
 
+/// Where the main ruleset calls maint's anchor.
+struct AnchorCall {
+    /// What follows `anchor "NAME"` (pfctl prints `all` when it filters nothing).
+    criteria: String,
+    /// `pass … quick` rules evaluated before the anchor.
+    quick_before: Vec<String>,
+}
+
+/// Finds `anchor "NAME"` in `pfctl -s rules` output of the main ruleset.
+///
+/// Only that exact name makes pf evaluate the anchor "NAME" itself: `anchor "NAME/*"` evaluates
+/// the anchors *under* it, and an anchor nested in another one has a different path.
+fn find_anchor_call(main_rules: &str, name: &str) -> Option<AnchorCall> {
+    let head = format!("anchor \"{name}\"");
+    let mut quick_before = Vec::new();
+    for line in main_rules.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix(&head) {
+            if rest.is_empty() || rest.starts_with(' ') {
+                return Some(AnchorCall {
+                    criteria: rest.trim().to_owned(),
+                    quick_before,
+                });
+            }
+        }
+        if line.starts_with("pass") && line.split_whitespace().any(|t| t == "quick") {
+            quick_before.push(line.to_owned());
+        }
+    }
+    None
+}
+
 impl Backend for Pf {
-    fn name(&self) -> &'static str { "pf" }
-    fn preflight(&self) -> Result<Vec<String>> { Err(anyhow::anyhow!("pf backend not built yet").into()) }
-    fn apply(&self, _: &Policy) -> Result<()> { Err(anyhow::anyhow!("pf backend not built yet").into()) }
-    fn current(&self) -> Result<Option<Policy>> { Err(anyhow::anyhow!("pf backend not built yet").into()) }
-    fn render(&self, _: Option<&Policy>) -> String { String::new() }
-    fn clear(&self) -> Result<bool> { Err(anyhow::anyhow!("pf backend not built yet").into()) }
-    fn kill_states(&self, _: &Policy, _: StateTarget) -> Result<usize> { Err(anyhow::anyhow!("pf backend not built yet").into()) }
-    fn expires_by_itself(&self) -> bool { false }
+    fn name(&self) -> &'static str {
+        "pf"
+    }
+
+    fn preflight(&self) -> Result<Vec<String>> {
+        let info = self.pfctl.check(&["-s", "info"], None)?;
+        match pfctl::parse_status(&info.stdout) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(BackendError::NotReady {
+                    problem: "pf is disabled".into(),
+                    hint: "enable it with `pfctl -e` (and keep pf=YES, the default, in \
+                           /etc/rc.conf.local so it stays on after a reboot)"
+                        .into(),
+                })
+            }
+            None => {
+                return Err(BackendError::Failed(anyhow!(
+                    "could not find the Status line in `pfctl -s info` output"
+                )))
+            }
+        }
+        let main = self.pfctl.check(&["-s", "rules"], None)?;
+        let a = self.anchor();
+        let Some(call) = find_anchor_call(&main.stdout, a) else {
+            return Err(BackendError::NotReady {
+                problem: format!(
+                    "pf's main ruleset does not call anchor \"{a}\", so maint's rules would never be evaluated"
+                ),
+                hint: format!(
+                    "add the line\n      anchor \"{a}\"\n    to /etc/pf.conf, above your pass rules \
+                     for the web ports, then reload it with `pfctl -f /etc/pf.conf`"
+                ),
+            });
+        };
+        let mut warnings = Vec::new();
+        if !call.criteria.is_empty() && call.criteria != "all" {
+            warnings.push(format!(
+                "the anchor \"{a}\" line in pf.conf only passes on packets matching `{}`; \
+                 maint's redirect sees no others",
+                call.criteria
+            ));
+        }
+        for rule in call.quick_before {
+            warnings.push(format!(
+                "`{rule}` comes before anchor \"{a}\" in pf.conf; packets it passes never reach \
+                 maint's redirect (move the anchor line above it)"
+            ));
+        }
+        Ok(warnings)
+    }
+
+    fn apply(&self, policy: &Policy) -> Result<()> {
+        let text = render::anchor_text(policy, &self.names);
+        self.pfctl
+            .check(&["-a", self.anchor(), "-f", "-"], Some(&text))?;
+        Ok(())
+    }
+
+    fn current(&self) -> Result<Option<Policy>> {
+        let rules = self.anchor_rules()?;
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        let mut ports = Vec::new();
+        let mut until = None;
+        for rule in &rules {
+            let (port, u) = self.parse_rule(rule)?;
+            ports.push(port);
+            until = until.or(u);
+        }
+        let show = self.pfctl.run(
+            &["-a", self.anchor(), "-t", &self.names.table, "-T", "show"],
+            None,
+        )?;
+        let (sources, exceptions) = if show.success {
+            pfctl::parse_table(&show.stdout)?
+        } else if pfctl::says_missing(&show.stderr) {
+            (Vec::new(), Vec::new())
+        } else {
+            return Err(BackendError::Failed(anyhow!(
+                "`pfctl -a {} -t {} -T show` failed: {}",
+                self.anchor(),
+                self.names.table,
+                show.stderr.trim()
+            )));
+        };
+        Ok(Some(Policy::new(sources, exceptions, ports, until)))
+    }
+
+    fn render(&self, policy: Option<&Policy>) -> String {
+        match policy {
+            Some(p) => render::anchor_text(p, &self.names),
+            None => render::clear_text(&self.names),
+        }
+    }
+
+    fn clear(&self) -> Result<bool> {
+        let rules = self.anchor_rules()?;
+        let tables = self.anchor_tables()?;
+        if rules.is_empty() && tables.is_empty() {
+            return Ok(false);
+        }
+        let a = self.anchor();
+        self.pfctl.check(&["-a", a, "-F", "rules"], None)?;
+        self.pfctl.check(&["-a", a, "-F", "Tables"], None)?;
+        Ok(true)
+    }
+
+    fn kill_states(&self, policy: &Policy, target: StateTarget) -> Result<usize> {
+        match target {
+            StateTarget::App => self.kill_app_states(policy),
+            StateTarget::Server => self.kill_server_states(),
+        }
+    }
+
+    fn expires_by_itself(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_anchor_line_and_quick_rules_before_it() {
+        let main = "block return all\n\
+                    pass in quick proto tcp to port = 22 flags S/SA\n\
+                    anchor \"maint\" all\n\
+                    pass in proto tcp to port = 80 flags S/SA\n";
+        let call = find_anchor_call(main, "maint").unwrap();
+        assert_eq!(call.criteria, "all");
+        assert_eq!(call.quick_before.len(), 1);
+        assert!(find_anchor_call(main, "mai").is_none());
+        assert!(find_anchor_call("anchor \"maint/*\" all\n", "maint").is_none());
+    }
+
+    #[test]
+    fn parses_its_own_rule_as_pfctl_prints_it() {
+        let pf = Pf::new(Options {
+            name: "maint".into(),
+            pfctl: "/nonexistent".into(),
+        });
+        let rule = "pass in quick on ! lo0 inet proto tcp from <maint_src> to any port = 443 \
+                    flags S/SA label \"maint-redirect\" tag maint-until-1767225600 \
+                    rdr-to 127.0.0.1 port 8504";
+        let (port, until) = pf.parse_rule(rule).unwrap();
+        assert_eq!(
+            port,
+            PortMap {
+                public: 443,
+                server: 8504
+            }
+        );
+        assert_eq!(until, Some(1_767_225_600));
+        assert!(pf.parse_rule("pass in all flags S/SA").is_err());
+    }
 }

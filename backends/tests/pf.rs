@@ -1,0 +1,630 @@
+//! The pf backend: golden tests of the anchor text, and its pfctl command sequences run
+//! against the fake pfctl (tests/fake-pfctl), which keeps pf's state in a directory.
+//!
+//! The fake is a separate workspace member, so it must be built before these tests run:
+//! `cargo test --workspace` does that (the fake has an integration test of its own, which
+//! makes cargo build its binary); with `-p maint-backends` alone, run
+//! `cargo build -p fake-pfctl` first.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ipnet::IpNet;
+use maint_backends::pf::Pf;
+use maint_backends::{everything, Backend, BackendError, Options, Policy, PortMap, StateTarget};
+
+const WEB: [PortMap; 2] = [
+    PortMap {
+        public: 80,
+        server: 8503,
+    },
+    PortMap {
+        public: 443,
+        server: 8504,
+    },
+];
+
+const MAIN_WITH_ANCHOR: &str = "block return all\n\
+    pass out all flags S/SA\n\
+    anchor \"maint\" all\n\
+    pass in proto tcp from any to any port = 80 flags S/SA label \"www-normal\"\n\
+    pass in proto tcp from any to any port = 22 flags S/SA\n";
+
+fn nets(s: &[&str]) -> Vec<IpNet> {
+    s.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn offline(name: &str) -> Pf {
+    Pf::new(Options {
+        name: name.into(),
+        pfctl: "/nonexistent/pfctl".into(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden tests of the anchor text (render touches nothing).
+
+#[test]
+fn render_all_sources() {
+    let p = Policy::new(everything(), [], WEB, None);
+    assert_eq!(
+        offline("maint").render(Some(&p)),
+        r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
+table <maint_src> {
+	0.0.0.0/0,
+	::/0
+}
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 rdr-to ::1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 443 rdr-to 127.0.0.1 port 8504 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 443 rdr-to ::1 port 8504 label "maint-redirect"
+"#
+    );
+}
+
+#[test]
+fn render_sources_with_exceptions() {
+    let p = Policy::new(
+        nets(&["198.51.100.0/24", "2001:db8::/32"]),
+        nets(&["198.51.100.128/25", "2001:db8:beef::/48", "203.0.113.5/32"]),
+        [WEB[0]],
+        None,
+    );
+    assert_eq!(
+        offline("maint").render(Some(&p)),
+        r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
+table <maint_src> {
+	198.51.100.0/24,
+	2001:db8::/32,
+	!198.51.100.128/25,
+	!203.0.113.5/32,
+	!2001:db8:beef::/48
+}
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 rdr-to ::1 port 8503 label "maint-redirect"
+"#
+    );
+}
+
+#[test]
+fn render_ipv6_only_has_no_inet_rules() {
+    let p = Policy::new(nets(&["2001:db8:1::/48"]), [], WEB, None);
+    assert_eq!(
+        offline("maint").render(Some(&p)),
+        r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
+table <maint_src> {
+	2001:db8:1::/48
+}
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 rdr-to ::1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 443 rdr-to ::1 port 8504 label "maint-redirect"
+"#
+    );
+}
+
+#[test]
+fn render_custom_ports_and_anchor_name() {
+    let p = Policy::new(
+        nets(&["192.0.2.0/24"]),
+        [],
+        [PortMap {
+            public: 8080,
+            server: 9000,
+        }],
+        None,
+    );
+    assert_eq!(
+        offline("web/maint").render(Some(&p)),
+        r#"# maint: anchor "web/maint", loaded whole by `pfctl -a web/maint -f -`; maint replaces it on every change.
+table <web_maint_src> {
+	192.0.2.0/24
+}
+pass in quick on ! lo0 inet proto tcp from <web_maint_src> to any port 8080 rdr-to 127.0.0.1 port 9000 label "web_maint-redirect"
+"#
+    );
+}
+
+#[test]
+fn render_with_until() {
+    let p = Policy::new(
+        nets(&["198.51.100.0/24"]),
+        [],
+        [WEB[0]],
+        Some(1_767_225_600),
+    );
+    assert_eq!(
+        offline("maint").render(Some(&p)),
+        r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
+# until 2026-01-01 00:00:00 UTC (1767225600); pf cannot expire rules, so maint runs `maint off` then.
+table <maint_src> {
+	198.51.100.0/24
+}
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect" tag "maint-until-1767225600"
+"#
+    );
+}
+
+#[test]
+fn render_drops_a_source_wholly_inside_an_exception() {
+    // A /24 positive entry would beat the /16 negation in pf's longest-prefix lookup.
+    let p = Policy::new(
+        nets(&["198.51.100.0/24", "192.0.2.0/24"]),
+        nets(&["198.51.0.0/16"]),
+        [WEB[0]],
+        None,
+    );
+    let text = offline("maint").render(Some(&p));
+    assert!(
+        text.contains("\t192.0.2.0/24,\n\t!198.51.0.0/16\n}"),
+        "{text}"
+    );
+    assert!(!text.contains("\t198.51.100.0/24"), "{text}");
+}
+
+#[test]
+fn render_none_describes_the_clear() {
+    assert_eq!(
+        offline("maint").render(None),
+        "# maint off: empty anchor \"maint\" (its rules, then its tables); nothing else is touched.\n\
+         # pfctl -a maint -F rules\n\
+         # pfctl -a maint -F Tables\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the fake pfctl.
+
+/// A fresh pf for one test: a directory holding the fake's state and a `pfctl` symlink to the
+/// fake, which then keeps its state next to itself (no shared environment between tests).
+struct Fake {
+    dir: PathBuf,
+}
+
+fn fake_binary() -> PathBuf {
+    // Test executables live in target/<profile>/deps; workspace binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join(format!("fake-pfctl{}", std::env::consts::EXE_SUFFIX)))
+        .expect("target dir layout");
+    assert!(
+        bin.exists(),
+        "the fake pfctl is not built at {}: run `cargo build -p fake-pfctl` \
+         (or `cargo test --workspace`, which builds it) before these tests",
+        bin.display()
+    );
+    bin
+}
+
+impl Fake {
+    fn new(main_conf: &str) -> Fake {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "maint-pf-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(fake_binary(), dir.join("pfctl")).unwrap();
+        fs::write(dir.join("main.conf"), main_conf).unwrap();
+        Fake { dir }
+    }
+
+    fn pf(&self) -> Pf {
+        self.pf_named("maint")
+    }
+
+    fn pf_named(&self, name: &str) -> Pf {
+        Pf::new(Options {
+            name: name.into(),
+            pfctl: self.dir.join("pfctl"),
+        })
+    }
+
+    /// The pfctl command lines run so far, in order.
+    fn commands(&self) -> Vec<String> {
+        self.read("log")
+            .lines()
+            .filter_map(|l| l.strip_prefix("$ "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Starts a fresh command log.
+    fn reset_log(&self) {
+        let _ = fs::remove_file(self.dir.join("log"));
+    }
+
+    fn read(&self, file: &str) -> String {
+        fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        fs::write(self.dir.join(file), text).unwrap();
+    }
+
+    /// Every file of the fake's pf state, for before/after comparisons.
+    fn snapshot(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for f in ["main.conf", "states", "enabled"] {
+            out.push((f.to_owned(), self.read(f)));
+        }
+        let anchors = self.dir.join("anchors");
+        let mut stack = vec![anchors.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(&self.dir).unwrap().display().to_string();
+                    out.push((rel, fs::read_to_string(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn office_policy() -> Policy {
+    Policy::new(
+        everything(),
+        nets(&["203.0.113.0/24", "2001:db8:ffff::/48"]),
+        WEB,
+        None,
+    )
+}
+
+#[test]
+fn apply_is_one_load_and_current_reads_it_back() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    let p = office_policy();
+    pf.apply(&p).unwrap();
+    assert_eq!(fake.commands(), ["pfctl -a maint -f -"]);
+    // The fake stores the rules the way `pfctl -a maint -s rules` prints them.
+    assert_eq!(
+        fake.read("anchors/maint/rules").lines().next().unwrap(),
+        "pass in quick on ! lo0 inet proto tcp from <maint_src> to any port = 80 flags S/SA \
+         label \"maint-redirect\" rdr-to 127.0.0.1 port 8503"
+    );
+    assert_eq!(
+        fake.read("anchors/maint/tables/maint_src"),
+        "0.0.0.0/0\n::/0\n!203.0.113.0/24\n!2001:db8:ffff::/48\n"
+    );
+
+    fake.reset_log();
+    assert_eq!(pf.current().unwrap(), Some(p));
+    assert_eq!(
+        fake.commands(),
+        [
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -t maint_src -T show"
+        ]
+    );
+    assert_eq!(
+        fake.read("main.conf"),
+        MAIN_WITH_ANCHOR,
+        "main ruleset untouched"
+    );
+}
+
+#[test]
+fn current_round_trips_until_ports_and_single_family() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    for p in [
+        Policy::new(nets(&["198.51.100.0/24"]), [], WEB, Some(1_767_225_600)),
+        Policy::new(
+            nets(&["2001:db8::/32"]),
+            nets(&["2001:db8:1::/48"]),
+            [PortMap {
+                public: 8080,
+                server: 9000,
+            }],
+            None,
+        ),
+        Policy::new(nets(&["192.0.2.7/32"]), [], [WEB[1]], None),
+    ] {
+        pf.apply(&p).unwrap();
+        assert_eq!(pf.current().unwrap(), Some(p));
+    }
+}
+
+#[test]
+fn wholly_excepted_source_reads_back_as_an_equivalent_policy() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    let p = Policy::new(
+        nets(&["198.51.100.0/24", "192.0.2.0/24"]),
+        nets(&["198.51.0.0/16"]),
+        [WEB[0]],
+        None,
+    );
+    pf.apply(&p).unwrap();
+    let back = pf.current().unwrap().unwrap();
+    assert_eq!(back.sources, nets(&["192.0.2.0/24"]));
+    assert_eq!(back.exceptions, p.exceptions);
+    for addr in ["198.51.100.1", "198.51.7.7", "192.0.2.1", "203.0.113.1"] {
+        let addr = addr.parse().unwrap();
+        assert_eq!(back.matches(addr), p.matches(addr), "{addr}");
+    }
+}
+
+#[test]
+fn apply_again_replaces_everything_at_once() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    pf.apply(&office_policy()).unwrap();
+    // The backend just reloads; deciding that nothing changed is the controller's job, and
+    // current() is what it decides with.
+    pf.apply(&office_policy()).unwrap();
+    assert_eq!(
+        fake.commands(),
+        ["pfctl -a maint -f -", "pfctl -a maint -f -"]
+    );
+    assert_eq!(pf.current().unwrap(), Some(office_policy()));
+
+    let narrower = Policy::new(nets(&["198.51.100.0/24"]), [], [WEB[0]], None);
+    pf.apply(&narrower).unwrap();
+    assert_eq!(pf.current().unwrap(), Some(narrower));
+    assert_eq!(
+        fake.read("anchors/maint/tables/maint_src"),
+        "198.51.100.0/24\n"
+    );
+    assert_eq!(fake.read("anchors/maint/rules").lines().count(), 1);
+}
+
+#[test]
+fn nothing_in_place_reads_as_none_and_clears_as_false() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    assert_eq!(pf.current().unwrap(), None);
+    assert!(!pf.clear().unwrap());
+    assert_eq!(
+        fake.commands(),
+        [
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -s Tables"
+        ],
+        "nothing flushed when there was nothing"
+    );
+}
+
+#[test]
+fn clear_flushes_only_the_anchor() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    pf.apply(&office_policy()).unwrap();
+    fake.reset_log();
+    assert!(pf.clear().unwrap());
+    assert_eq!(
+        fake.commands(),
+        [
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -s Tables",
+            "pfctl -a maint -F rules",
+            "pfctl -a maint -F Tables"
+        ]
+    );
+    assert_eq!(pf.current().unwrap(), None);
+    assert_eq!(
+        fake.read("main.conf"),
+        MAIN_WITH_ANCHOR,
+        "main ruleset untouched"
+    );
+    assert!(!pf.clear().unwrap(), "second clear finds nothing");
+}
+
+#[test]
+fn clear_also_works_when_the_anchor_was_never_called() {
+    // `maint off` must work even if someone removed the anchor line since `on`.
+    let fake = Fake::new("block return all\n");
+    let pf = fake.pf();
+    pf.apply(&office_policy()).unwrap();
+    assert!(pf.clear().unwrap());
+    assert_eq!(pf.current().unwrap(), None);
+}
+
+const STATES: &str = "\
+-\tall tcp 192.0.2.10:80 <- 198.51.100.7:51234       ESTABLISHED:ESTABLISHED
+-\tall tcp 192.0.2.10:22 <- 198.51.100.7:51300       ESTABLISHED:ESTABLISHED
+-\tall tcp 192.0.2.10:443 <- 203.0.113.9:40000       ESTABLISHED:ESTABLISHED
+maint-redirect\tall tcp 127.0.0.1:8503 (192.0.2.10:80) <- 198.51.100.8:40001       ESTABLISHED:ESTABLISHED
+maint-redirect\tall tcp ::1[8504] (2001:db8::10[443]) <- 2001:db8:1::9[40002]       ESTABLISHED:ESTABLISHED
+-\tall tcp 2001:db8::10[443] <- 2001:db8:1::5[50000]       ESTABLISHED:ESTABLISHED
+-\tall tcp 127.0.0.1:80 <- 127.0.0.1:50123       ESTABLISHED:ESTABLISHED
+-\tall tcp 198.51.100.20:40000 -> 192.0.2.99:80       ESTABLISHED:ESTABLISHED
+-\tall udp 192.0.2.10:53 <- 198.51.100.7:5353       SINGLE:MULTIPLE
+";
+
+#[test]
+fn kill_app_states_kills_only_matched_clients_on_public_ports() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    fake.write("states", STATES);
+    let pf = fake.pf();
+    let p = Policy::new(everything(), nets(&["203.0.113.0/24"]), WEB, None);
+    assert_eq!(pf.kill_states(&p, StateTarget::App).unwrap(), 2);
+    assert_eq!(
+        fake.commands(),
+        [
+            "pfctl -s states",
+            "pfctl -k key -k 'tcp 192.0.2.10:80 <- 198.51.100.7:51234'",
+            "pfctl -k key -k 'tcp 2001:db8::10[443] <- 2001:db8:1::5[50000]'"
+        ]
+    );
+    let left = fake.read("states");
+    // SSH of a matched client, the excepted client, already redirected clients, the host
+    // itself, outbound and UDP states all survive.
+    assert_eq!(left.lines().count(), 7, "{left}");
+    assert!(left.contains("192.0.2.10:22 <- 198.51.100.7:51300"));
+    assert!(left.contains("203.0.113.9:40000"));
+    assert!(!left.contains("198.51.100.7:51234"));
+}
+
+#[test]
+fn kill_server_states_kills_by_maints_label() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    fake.write("states", STATES);
+    let pf = fake.pf();
+    let n = pf
+        .kill_states(&office_policy(), StateTarget::Server)
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(fake.commands(), ["pfctl -k label -k maint-redirect"]);
+    assert!(!fake.read("states").contains("maint-redirect"));
+}
+
+#[test]
+fn preflight_passes_with_the_anchor_line() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    assert_eq!(fake.pf().preflight().unwrap(), Vec::<String>::new());
+    assert_eq!(fake.commands(), ["pfctl -s info", "pfctl -s rules"]);
+}
+
+#[test]
+fn preflight_warns_about_quick_pass_rules_before_the_anchor() {
+    let fake = Fake::new(
+        "pass in quick proto tcp from any to any port = 80 flags S/SA\nanchor \"maint\" all\n",
+    );
+    let warnings = fake.pf().preflight().unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("port = 80"), "{warnings:?}");
+}
+
+#[test]
+fn preflight_without_anchor_line_names_the_line_to_add() {
+    let fake = Fake::new("block return all\nanchor \"maint/*\" all\npass out all flags S/SA\n");
+    match fake.pf().preflight() {
+        Err(BackendError::NotReady { problem, hint }) => {
+            assert!(problem.contains("anchor \"maint\""), "{problem}");
+            assert!(
+                hint.contains("\n      anchor \"maint\"\n"),
+                "hint has the exact line: {hint}"
+            );
+            assert!(hint.contains("pfctl -f /etc/pf.conf"), "{hint}");
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    // A differently named anchor is looked for under its own name.
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    match fake.pf_named("maint2").preflight() {
+        Err(BackendError::NotReady { hint, .. }) => assert!(hint.contains("anchor \"maint2\"")),
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+}
+
+#[test]
+fn preflight_with_pf_disabled_hints_pfctl_e() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    fake.write("enabled", "0\n");
+    match fake.pf().preflight() {
+        Err(BackendError::NotReady { problem, hint }) => {
+            assert!(problem.contains("disabled"), "{problem}");
+            assert!(hint.contains("pfctl -e"), "{hint}");
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert_eq!(fake.commands(), ["pfctl -s info"]);
+}
+
+#[test]
+fn permission_denied_is_a_permission_error() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    fake.write("eperm", "");
+    let pf = fake.pf();
+    assert!(matches!(
+        pf.preflight(),
+        Err(BackendError::Permission { firewall: "pf" })
+    ));
+    assert!(matches!(
+        pf.apply(&office_policy()),
+        Err(BackendError::Permission { .. })
+    ));
+    assert!(matches!(pf.current(), Err(BackendError::Permission { .. })));
+    assert!(matches!(pf.clear(), Err(BackendError::Permission { .. })));
+}
+
+#[test]
+fn failed_load_leaves_the_previous_policy_in_place() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    let before = office_policy();
+    pf.apply(&before).unwrap();
+    let files = fake.snapshot();
+
+    fake.write("fail", "-f -");
+    let err = pf
+        .apply(&Policy::new(
+            nets(&["198.51.100.0/24"]),
+            [],
+            [WEB[0]],
+            Some(1),
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("pfctl -a maint -f -"),
+        "error names the command: {err}"
+    );
+    assert_eq!(fake.snapshot(), files, "no file of pf's state changed");
+    assert_eq!(pf.current().unwrap(), Some(before));
+}
+
+#[test]
+fn failed_load_with_nothing_in_place_leaves_nothing() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    fake.write("fail", "-f -");
+    assert!(pf.apply(&office_policy()).is_err());
+    assert_eq!(pf.current().unwrap(), None);
+    assert!(!pf.clear().unwrap());
+}
+
+#[test]
+fn clear_failing_half_way_already_stopped_the_redirect() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    pf.apply(&office_policy()).unwrap();
+    fake.write("fail", "-F Tables");
+    assert!(pf.clear().is_err());
+    // Rules went first, so nothing redirects; the left-over table does nothing on its own
+    // (the fake drops it with its rules, as the kernel drops an unreferenced table).
+    assert_eq!(pf.current().unwrap(), None);
+    assert_eq!(fake.read("anchors/maint/rules"), "");
+    // The next `maint off` finishes the job or finds nothing left.
+    assert!(pf.clear().is_ok());
+    assert_eq!(pf.current().unwrap(), None);
+}
+
+#[test]
+fn a_rule_maint_did_not_write_is_reported_not_misread() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    fs::create_dir_all(fake.dir.join("anchors/maint")).unwrap();
+    fake.write(
+        "anchors/maint/rules",
+        "pass in quick inet proto tcp from any to any port = 25 flags S/SA\n",
+    );
+    let err = fake.pf().current().unwrap_err();
+    assert!(err.to_string().contains("did not write"), "{err}");
+}
+
+#[test]
+fn missing_pfctl_is_not_ready() {
+    match offline("maint").preflight() {
+        Err(BackendError::NotReady { problem, .. }) => {
+            assert!(problem.contains("pfctl not found"), "{problem}")
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+}
