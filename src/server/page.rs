@@ -180,7 +180,7 @@ impl Page {
             until => &until,
             eta => &eta,
             retry_after => s.retry_after,
-            assets => ASSET_PREFIX,
+            assets => minijinja::Value::from_safe_string(ASSET_PREFIX.to_string()),
         };
         let mut html = env
             .get_template("page")?

@@ -1,0 +1,163 @@
+//! Shared test fixtures: a real `maint serve` in a temporary directory with its own ports,
+//! raw HTTP over TCP, curl, and the root check that refuses to pass silently in CI.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod netns;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn maint_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_maint")
+}
+
+/// Whether root-only tests can run. Without root they are skipped locally, but under CI a
+/// skipped test would be a silent pass, so they fail instead.
+pub fn have_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root (network namespaces, nftables); CI must run the tests as root");
+    }
+    eprintln!("SKIPPED {test}: needs root");
+    false
+}
+
+/// A port nothing listens on right now (the kernel picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub child: Option<Child>,
+}
+
+impl TestServer {
+    /// Writes a config (the given TOML plus this server's ports and paths) and starts
+    /// `maint serve`, waiting until it answers.
+    pub fn start(extra: &str) -> TestServer {
+        let s = TestServer::configure(extra);
+        s.spawn_and_wait()
+    }
+
+    pub fn configure(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let https_port = free_port();
+        let config = dir.path().join("maint.toml");
+        let text = format!(
+            "{extra}\n[paths]\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        );
+        let text = text.replacen(
+            "[server]",
+            &format!("[server]\nhttp_port = {http_port}\nhttps_port = {https_port}"),
+            1,
+        );
+        let text = if text.contains("[server]") {
+            text
+        } else {
+            format!("[server]\nhttp_port = {http_port}\nhttps_port = {https_port}\nlisten = [\"127.0.0.1\", \"::1\"]\n{text}")
+        };
+        std::fs::write(&config, text).unwrap();
+        TestServer { dir, config, http_port, https_port, child: None }
+    }
+
+    pub fn spawn_and_wait(mut self) -> TestServer {
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        let child = Command::new(maint_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.http_port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("maint serve exited early ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "maint serve did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("state/control.sock")
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
+    /// Runs `maint --config <this config> ARGS`.
+    pub fn maint(&self, args: &[&str]) -> Output {
+        Command::new(maint_bin()).arg("--config").arg(&self.config).args(args).output().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends raw bytes and reads until the server closes or `timeout` passes.
+pub fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).stdin(Stdio::null()).output().expect("curl is installed")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Sends one request line to a control socket and returns the JSON answer.
+pub fn control(socket: &Path, request: &str) -> serde_json::Value {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.write_all(b"\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(&out).unwrap()
+}
