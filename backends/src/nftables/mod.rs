@@ -1,9 +1,35 @@
-//! nftables backend (Linux): one `inet` table owned by maint, loaded in one netlink batch.
-//! (Being written; see issue 3.)
-use crate::{Backend, Options, Policy, Result, StateTarget};
+//! nftables backend (Linux): one `inet` table owned by maint, replaced in one netlink batch.
+//!
+//! The table holds four interval sets (sources and exceptions, IPv4 and IPv6) and two base
+//! chains: `prerouting` (nat, priority -110) redirects matched sources' public ports to the
+//! maintenance server's ports on this host, expiring by itself with `meta time`; `input`
+//! (filter, priority -10) keeps the server's ports closed to everything but redirected and
+//! local traffic, and resets matched clients whose killed state left them INVALID. The table
+//! comment is maint's stamp: ownership plus the port map and expiry (see `stamp`).
+//!
+//! Layout: `batch` builds what changes the kernel, `read` reads it back and checks it,
+//! `render` spells the same thing in nft syntax, `rules` is the one description of the rules
+//! all three share, `conntrack` kills states, `netlink`/`nla` carry the bytes, `intervals`
+//! converts prefixes to set elements and back.
+
+mod batch;
+mod conntrack;
+mod intervals;
+mod netlink;
+mod nla;
+mod read;
+mod render;
+mod rules;
+mod stamp;
+
+use anyhow::anyhow;
+
+use self::netlink::{NlError, Socket};
+use crate::{Backend, BackendError, Options, Policy, Result, StateTarget};
+
+const FIREWALL: &str = "nftables";
 
 pub struct Nftables {
-    #[allow(dead_code)]
     options: Options,
 }
 
@@ -11,15 +37,158 @@ impl Nftables {
     pub fn new(options: Options) -> Self {
         Nftables { options }
     }
+
+    /// Test support: `apply`, but the batch ends with a message the kernel refuses (a chain in
+    /// a table that does not exist), to show that a refused batch leaves the old table as is.
+    #[doc(hidden)]
+    pub fn apply_refused_for_test(&self, policy: &Policy) -> Result<()> {
+        self.apply_batch(policy, true)
+    }
+
+    fn apply_batch(&self, policy: &Policy, refused: bool) -> Result<()> {
+        let mut sock = self.open()?;
+        self.check_ownership(&mut sock, "replace")?;
+        let batch = batch::apply(&mut sock, self.name_(), policy, refused)?;
+        let pages = batch.pages();
+        sock.batch(&pages, batch.begin_seq(), &batch.expected())
+            .map_err(|(seq, e)| {
+                nl_error(
+                    format!(
+                        "nf_tables refused the new {} at {}",
+                        self.table_desc(),
+                        batch.describe(seq)
+                    ),
+                    e,
+                )
+            })
+    }
+
+    fn name_(&self) -> &str {
+        &self.options.name
+    }
+
+    fn table_desc(&self) -> String {
+        format!("table inet {}", self.name_())
+    }
+
+    fn open(&self) -> Result<Socket> {
+        Socket::open().map_err(|e| nl_error("opening a netfilter netlink socket", e))
+    }
+
+    /// Refuses to go on when a table of our name exists that maint did not create.
+    fn check_ownership(&self, sock: &mut Socket, action: &str) -> Result<Option<read::TableInfo>> {
+        let info = read::table(sock, self.name_())
+            .map_err(|e| nl_error(format!("reading {}", self.table_desc()), e))?;
+        if let Some(i) = &info {
+            if !i.is_ours() {
+                return Err(anyhow!(
+                    "{} exists but was not created by maint (its comment is {:?}); refusing to \
+                     {action} it. Pick another table name in maint.toml, or remove that table \
+                     yourself if it is a leftover.",
+                    self.table_desc(),
+                    i.comment.as_deref().unwrap_or("")
+                )
+                .into());
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// Maps a kernel error to what the caller decides on; `context` says what we were doing.
+fn nl_error(context: impl std::fmt::Display, e: NlError) -> BackendError {
+    if e.is_permission() {
+        return BackendError::Permission { firewall: FIREWALL };
+    }
+    match e.errno {
+        libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT => BackendError::NotReady {
+            problem: format!("{context}: {e}: this kernel has no netfilter netlink"),
+            hint: "use a kernel with nf_tables (CONFIG_NF_TABLES), or the pf backend elsewhere"
+                .into(),
+        },
+        libc::EOPNOTSUPP if context.to_string().starts_with("reading") => BackendError::NotReady {
+            problem: format!("{context}: {e}: nf_tables is not available"),
+            hint: "load the nf_tables module (modprobe nf_tables) or use a kernel with it".into(),
+        },
+        _ => BackendError::Failed(anyhow!("{context}: {e}")),
+    }
 }
 
 impl Backend for Nftables {
-    fn name(&self) -> &'static str { "nftables" }
-    fn preflight(&self) -> Result<Vec<String>> { Err(anyhow::anyhow!("nftables backend not built yet").into()) }
-    fn apply(&self, _: &Policy) -> Result<()> { Err(anyhow::anyhow!("nftables backend not built yet").into()) }
-    fn current(&self) -> Result<Option<Policy>> { Err(anyhow::anyhow!("nftables backend not built yet").into()) }
-    fn render(&self, _: Option<&Policy>) -> String { String::new() }
-    fn clear(&self) -> Result<bool> { Err(anyhow::anyhow!("nftables backend not built yet").into()) }
-    fn kill_states(&self, _: &Policy, _: StateTarget) -> Result<usize> { Err(anyhow::anyhow!("nftables backend not built yet").into()) }
-    fn expires_by_itself(&self) -> bool { true }
+    fn name(&self) -> &'static str {
+        FIREWALL
+    }
+
+    fn preflight(&self) -> Result<Vec<String>> {
+        let mut sock = self.open()?;
+        let mut warnings = Vec::new();
+        let info = read::table(&mut sock, self.name_())
+            .map_err(|e| nl_error(format!("reading {}", self.table_desc()), e))?;
+        match info {
+            Some(i) if !i.is_ours() => warnings.push(format!(
+                "{} exists but was not created by maint; maint will refuse to replace it",
+                self.table_desc()
+            )),
+            Some(_) => {
+                if let Err(e) = self.current() {
+                    warnings.push(format!(
+                        "{} carries maint's stamp but does not read back: {e}",
+                        self.table_desc()
+                    ));
+                }
+            }
+            None => {}
+        }
+        Ok(warnings)
+    }
+
+    fn apply(&self, policy: &Policy) -> Result<()> {
+        self.apply_batch(policy, false)
+    }
+
+    fn current(&self) -> Result<Option<Policy>> {
+        let mut sock = self.open()?;
+        read::current(&mut sock, self.name_()).map_err(|e| match e {
+            read::ReadError::Netlink(e) => nl_error(format!("reading {}", self.table_desc()), e),
+            read::ReadError::Foreign(e) => BackendError::Failed(e.context(format!(
+                "{} does not look like maint's; not touching it",
+                self.table_desc()
+            ))),
+        })
+    }
+
+    fn render(&self, policy: Option<&Policy>) -> String {
+        render::render(self.name_(), policy)
+            .unwrap_or_else(|e| format!("# maint: cannot render this policy: {e:#}\n"))
+    }
+
+    fn clear(&self) -> Result<bool> {
+        let mut sock = self.open()?;
+        if self.check_ownership(&mut sock, "delete")?.is_none() {
+            return Ok(false);
+        }
+        let batch = batch::clear(&mut sock, self.name_())?;
+        match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
+            Ok(()) => Ok(true),
+            // Gone between our look and the delete: nothing left to remove.
+            Err((_, e)) if e.errno == libc::ENOENT => Ok(false),
+            Err((seq, e)) => Err(nl_error(
+                format!("nf_tables refused {}", batch.describe(seq)),
+                e,
+            )),
+        }
+    }
+
+    fn kill_states(&self, policy: &Policy, target: StateTarget) -> Result<usize> {
+        conntrack::kill(policy, target).map_err(|e| {
+            nl_error(
+                format!("killing {target:?} connection states over ctnetlink"),
+                e,
+            )
+        })
+    }
+
+    fn expires_by_itself(&self) -> bool {
+        true
+    }
 }

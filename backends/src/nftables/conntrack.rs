@@ -1,0 +1,314 @@
+//! Killing connection-tracking entries over ctnetlink, so clients move at once.
+//!
+//! One dump of the whole table (IPv4 and IPv6), selection in userspace, then the deletes go
+//! out a thousand per datagram: the kernel answers each, but we wait once per thousand instead
+//! of once per entry as `conntrack -D` does. Each delete names the entry's original tuple,
+//! zone and id, so an entry that was replaced in the meantime is left alone (ENOENT), and an
+//! entry already gone is not an error.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::netlink::{NlError, Socket};
+use super::nla::{Attrs, Writer};
+use crate::{Policy, StateTarget};
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+
+// Attribute numbers from linux/netfilter/nfnetlink_conntrack.h.
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_ID: u16 = 12;
+const CTA_ZONE: u16 = 20;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
+const DELETES_PER_DATAGRAM: usize = 1000;
+
+/// The part of a conntrack tuple maint looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// One conntrack entry from the dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub id: Option<u32>,
+    pub zone: Option<u16>,
+}
+
+fn tuple(a: Attrs<'_>) -> Option<Tuple> {
+    let ip = a.nested(CTA_TUPLE_IP)?;
+    let (src, dst) = if let (Some(s), Some(d)) = (ip.get(CTA_IP_V4_SRC), ip.get(CTA_IP_V4_DST)) {
+        (
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(s).ok()?)),
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(d).ok()?)),
+        )
+    } else {
+        let (s, d) = (ip.get(CTA_IP_V6_SRC)?, ip.get(CTA_IP_V6_DST)?);
+        (
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(s).ok()?)),
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(d).ok()?)),
+        )
+    };
+    let proto = a.nested(CTA_TUPLE_PROTO)?;
+    Some(Tuple {
+        src,
+        dst,
+        proto: proto.u8(CTA_PROTO_NUM)?,
+        sport: proto.be16(CTA_PROTO_SRC_PORT).unwrap_or(0),
+        dport: proto.be16(CTA_PROTO_DST_PORT).unwrap_or(0),
+    })
+}
+
+fn entry(a: Attrs<'_>) -> Option<Entry> {
+    Some(Entry {
+        orig: tuple(a.nested(CTA_TUPLE_ORIG)?)?,
+        reply: tuple(a.nested(CTA_TUPLE_REPLY)?)?,
+        id: a.be32(CTA_ID),
+        zone: a.be16(CTA_ZONE),
+    })
+}
+
+/// Whether `e` is one `kill_states(policy, target)` removes.
+pub fn selected(policy: &Policy, target: StateTarget, e: &Entry) -> bool {
+    if e.orig.proto != libc::IPPROTO_TCP as u8 {
+        return false;
+    }
+    let Some(map) = policy.ports.iter().find(|p| p.public == e.orig.dport) else {
+        return false;
+    };
+    match target {
+        // Still going to the app: the reply comes from the port the client asked for.
+        StateTarget::App => e.reply.sport == e.orig.dport && policy.matches(e.orig.src),
+        // Redirected: the reply comes from the maintenance server's port.
+        StateTarget::Server => e.reply.sport == map.server && map.server != map.public,
+    }
+}
+
+fn dump(sock: &mut Socket) -> Result<Vec<Entry>, NlError> {
+    let seq = sock.next_seq();
+    let mut w = Writer::new();
+    // AF_UNSPEC: the kernel dumps every layer-3 family at once.
+    w.begin_nf(
+        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        libc::AF_UNSPEC as u8,
+        0,
+    );
+    w.end();
+    let mut out = Vec::new();
+    sock.dump(&w.buf, seq, |m| {
+        out.extend(entry(m.nf_attrs()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn put_tuple(w: &mut Writer, ty: u16, t: &Tuple) {
+    let outer = w.nest_start(ty);
+    let ip = w.nest_start(CTA_TUPLE_IP);
+    match (t.src, t.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            w.put(CTA_IP_V4_SRC, &s.octets());
+            w.put(CTA_IP_V4_DST, &d.octets());
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a.octets(),
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            };
+            w.put(CTA_IP_V6_SRC, &v6(s));
+            w.put(CTA_IP_V6_DST, &v6(d));
+        }
+    }
+    w.nest_end(ip);
+    let proto = w.nest_start(CTA_TUPLE_PROTO);
+    w.put_u8(CTA_PROTO_NUM, t.proto);
+    w.put_be16(CTA_PROTO_SRC_PORT, t.sport);
+    w.put_be16(CTA_PROTO_DST_PORT, t.dport);
+    w.nest_end(proto);
+    w.nest_end(outer);
+}
+
+/// Deletes the selected entries; returns how many the kernel removed.
+pub fn kill(policy: &Policy, target: StateTarget) -> Result<usize, NlError> {
+    let mut sock = Socket::open()?;
+    let victims: Vec<Entry> = dump(&mut sock)?
+        .into_iter()
+        .filter(|e| selected(policy, target, e))
+        .collect();
+    let mut removed = 0;
+    for chunk in victims.chunks(DELETES_PER_DATAGRAM) {
+        let mut w = Writer::new();
+        for e in chunk {
+            let family = match e.orig.src {
+                IpAddr::V4(_) => libc::AF_INET,
+                IpAddr::V6(_) => libc::AF_INET6,
+            };
+            let seq = sock.next_seq();
+            w.begin_nf(
+                (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                seq,
+                family as u8,
+                0,
+            );
+            put_tuple(&mut w, CTA_TUPLE_ORIG, &e.orig);
+            if let Some(id) = e.id {
+                w.put_be32(CTA_ID, id);
+            }
+            if let Some(zone) = e.zone {
+                w.put_be16(CTA_ZONE, zone);
+            }
+            w.end();
+        }
+        for (_, errno) in sock.many(&w.buf, chunk.len())? {
+            match errno {
+                0 => removed += 1,
+                libc::ENOENT => {}
+                errno => {
+                    return Err(NlError {
+                        errno,
+                        detail: Some(format!(
+                            "deleting a conntrack entry (after {removed} deleted)"
+                        )),
+                    })
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PortMap;
+
+    fn t(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
+        Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            sport,
+            dport,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy::new(
+            [
+                "198.51.100.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
+            ["198.51.100.9/32".parse().unwrap()],
+            [
+                PortMap {
+                    public: 80,
+                    server: 8503,
+                },
+                PortMap {
+                    public: 443,
+                    server: 8504,
+                },
+            ],
+            None,
+        )
+    }
+
+    fn app(src: &str, dport: u16) -> Entry {
+        Entry {
+            orig: t(src, 40000, "192.0.2.1", dport),
+            reply: t("192.0.2.1", dport, src, 40000),
+            id: Some(1),
+            zone: None,
+        }
+    }
+
+    fn redirected(src: &str, dport: u16, server: u16) -> Entry {
+        Entry {
+            orig: t(src, 40000, "192.0.2.1", dport),
+            reply: t("192.0.2.1", server, src, 40000),
+            id: Some(2),
+            zone: None,
+        }
+    }
+
+    #[test]
+    fn app_target_takes_matched_unredirected_tcp_on_public_ports() {
+        let p = policy();
+        assert!(selected(&p, StateTarget::App, &app("198.51.100.1", 80)));
+        assert!(selected(&p, StateTarget::App, &app("198.51.100.1", 443)));
+        let mut v6 = app("2001:db8::1", 80);
+        v6.orig.dst = "2001:db8::ffff".parse().unwrap();
+        assert!(selected(&p, StateTarget::App, &v6));
+        // excepted, unmatched, other port, already redirected, not TCP
+        assert!(!selected(&p, StateTarget::App, &app("198.51.100.9", 80)));
+        assert!(!selected(&p, StateTarget::App, &app("203.0.113.1", 80)));
+        assert!(!selected(&p, StateTarget::App, &app("198.51.100.1", 22)));
+        assert!(!selected(
+            &p,
+            StateTarget::App,
+            &redirected("198.51.100.1", 80, 8503)
+        ));
+        let mut udp = app("198.51.100.1", 80);
+        udp.orig.proto = 17;
+        assert!(!selected(&p, StateTarget::App, &udp));
+    }
+
+    #[test]
+    fn server_target_takes_redirected_entries_from_anyone() {
+        let p = policy();
+        assert!(selected(
+            &p,
+            StateTarget::Server,
+            &redirected("203.0.113.1", 80, 8503)
+        ));
+        assert!(selected(
+            &p,
+            StateTarget::Server,
+            &redirected("198.51.100.9", 443, 8504)
+        ));
+        // wrong pairing, and entries that reach the app
+        assert!(!selected(
+            &p,
+            StateTarget::Server,
+            &redirected("203.0.113.1", 80, 8504)
+        ));
+        assert!(!selected(&p, StateTarget::Server, &app("198.51.100.1", 80)));
+    }
+
+    #[test]
+    fn delete_message_carries_the_tuple_back() {
+        let e = redirected("198.51.100.1", 80, 8503);
+        let mut w = Writer::new();
+        w.begin_nf(0x0102, 5, 1, 2, 0);
+        put_tuple(&mut w, CTA_TUPLE_ORIG, &e.orig);
+        w.put_be32(CTA_ID, 7);
+        w.end();
+        let msg = super::super::nla::messages(&w.buf).next().unwrap();
+        let a = msg.nf_attrs();
+        assert_eq!(tuple(a.nested(CTA_TUPLE_ORIG).unwrap()), Some(e.orig));
+        assert_eq!(a.be32(CTA_ID), Some(7));
+    }
+}

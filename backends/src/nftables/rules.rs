@@ -1,0 +1,477 @@
+//! The shape of maint's ruleset, written once and spelled two ways: as nft text (for
+//! `--dry-run` and `nft -f`) and as nftnl expressions (for the netlink batch).
+//!
+//! Keeping one description means the rendered text and the loaded rules cannot drift apart,
+//! and `current()` can check a table it finds against the rules this policy would produce.
+//! The expression sequences are exactly what nft 1.0.6 generates for the same text (checked
+//! with `nft --debug=netlink`), including its habit of emitting a protocol dependency once per
+//! rule; a table loaded from the rendered text therefore reads back as maint's own.
+
+use std::ffi::CString;
+use std::ptr;
+
+use anyhow::Context;
+use nftnl::expr::{
+    Bitwise, Cmp, CmpOp, Conntrack, Expression, Immediate, Ipv4HeaderField, Ipv6HeaderField, Meta,
+    NetworkHeaderField, Payload, Register, RejectionType, TcpHeaderField, TransportHeaderField,
+    Verdict,
+};
+use nftnl::nftnl_sys as sys;
+
+use crate::Policy;
+
+pub const PREROUTING: &str = "prerouting";
+pub const INPUT: &str = "input";
+
+/// Before Docker's and the usual `dstnat` (-100), so maint's redirect wins over a DNAT.
+pub const PREROUTING_PRIORITY: i32 = -110;
+/// Before the usual `filter` (0), so the server ports are guarded whatever else is loaded.
+pub const INPUT_PRIORITY: i32 = -10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ip {
+    V4,
+    V6,
+}
+
+impl Ip {
+    pub const BOTH: [Ip; 2] = [Ip::V4, Ip::V6];
+
+    fn word(self) -> &'static str {
+        match self {
+            Ip::V4 => "ip",
+            Ip::V6 => "ip6",
+        }
+    }
+
+    pub fn family(self) -> super::intervals::Family {
+        match self {
+            Ip::V4 => super::intervals::Family::V4,
+            Ip::V6 => super::intervals::Family::V6,
+        }
+    }
+}
+
+/// The four sets, in the order they are created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetName {
+    Sources(Ip),
+    Exceptions(Ip),
+}
+
+impl SetName {
+    pub const ALL: [SetName; 4] = [
+        SetName::Sources(Ip::V4),
+        SetName::Sources(Ip::V6),
+        SetName::Exceptions(Ip::V4),
+        SetName::Exceptions(Ip::V6),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SetName::Sources(Ip::V4) => "src4",
+            SetName::Sources(Ip::V6) => "src6",
+            SetName::Exceptions(Ip::V4) => "exc4",
+            SetName::Exceptions(Ip::V6) => "exc6",
+        }
+    }
+
+    pub fn ip(self) -> Ip {
+        match self {
+            SetName::Sources(ip) | SetName::Exceptions(ip) => ip,
+        }
+    }
+
+    /// The `NFTA_SET_ID` that lets rules in the same batch refer to the set.
+    pub fn id(self) -> u32 {
+        SetName::ALL.iter().position(|s| *s == self).unwrap_or(0) as u32 + 1
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// `ip saddr @set` / `ip6 saddr != @set`.
+    Saddr {
+        set: SetName,
+        negate: bool,
+    },
+    TcpDport(u16),
+    /// `meta time < until` (seconds since the epoch): the kernel's own expiry.
+    TimeBefore(u64),
+    CtStatusDnat,
+    CtStateInvalid,
+    IifLo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Return,
+    Accept,
+    Drop,
+    RejectTcpReset,
+    Redirect(u16),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub chain: &'static str,
+    pub matches: Vec<Match>,
+    pub action: Action,
+}
+
+/// Every rule maint loads for `policy`, chain by chain, in order.
+pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
+    let time: Vec<Match> = policy.until.map(Match::TimeBefore).into_iter().collect();
+    let mut out = Vec::new();
+
+    // prerouting: excepted sources leave first; matched sources on a public port are
+    // redirected to the server port on this host (no route_localnet needed, works for IPv6).
+    for ip in Ip::BOTH {
+        out.push(RuleSpec {
+            chain: PREROUTING,
+            matches: vec![Match::Saddr {
+                set: SetName::Exceptions(ip),
+                negate: false,
+            }],
+            action: Action::Return,
+        });
+    }
+    for p in &policy.ports {
+        for ip in Ip::BOTH {
+            let mut m = vec![
+                Match::Saddr {
+                    set: SetName::Sources(ip),
+                    negate: false,
+                },
+                Match::TcpDport(p.public),
+            ];
+            m.extend(&time);
+            out.push(RuleSpec {
+                chain: PREROUTING,
+                matches: m,
+                action: Action::Redirect(p.server),
+            });
+        }
+    }
+
+    // input: the server's own ports take only redirected traffic and the host's own.
+    for p in &policy.ports {
+        out.push(RuleSpec {
+            chain: INPUT,
+            matches: vec![Match::TcpDport(p.server), Match::CtStatusDnat],
+            action: Action::Accept,
+        });
+    }
+    out.push(RuleSpec {
+        chain: INPUT,
+        matches: vec![Match::IifLo],
+        action: Action::Accept,
+    });
+    for p in &policy.ports {
+        out.push(RuleSpec {
+            chain: INPUT,
+            matches: vec![Match::TcpDport(p.server)],
+            action: Action::Drop,
+        });
+    }
+    // With nf_conntrack_tcp_loose=0, a client whose established state we deleted sends its
+    // next segment as INVALID: NAT never sees it and it would still reach the app's socket.
+    // Resetting it makes the client reconnect, and the new connection meets the redirect.
+    // The port and state checks come first because this chain sees every input packet.
+    for p in &policy.ports {
+        for ip in Ip::BOTH {
+            let mut m = vec![
+                Match::TcpDport(p.public),
+                Match::CtStateInvalid,
+                Match::Saddr {
+                    set: SetName::Exceptions(ip),
+                    negate: true,
+                },
+                Match::Saddr {
+                    set: SetName::Sources(ip),
+                    negate: false,
+                },
+            ];
+            m.extend(&time);
+            out.push(RuleSpec {
+                chain: INPUT,
+                matches: m,
+                action: Action::RejectTcpReset,
+            });
+        }
+    }
+    out
+}
+
+impl RuleSpec {
+    /// The rule in nft syntax (one line, no indentation).
+    pub fn text(&self) -> String {
+        let mut words: Vec<String> = self
+            .matches
+            .iter()
+            .map(|m| match *m {
+                Match::Saddr { set, negate } => format!(
+                    "{} saddr {}@{}",
+                    set.ip().word(),
+                    if negate { "!= " } else { "" },
+                    set.name()
+                ),
+                Match::TcpDport(p) => format!("tcp dport {p}"),
+                Match::TimeBefore(t) => format!("meta time < {t}"),
+                Match::CtStatusDnat => "ct status dnat".into(),
+                Match::CtStateInvalid => "ct state invalid".into(),
+                Match::IifLo => "iif \"lo\"".into(),
+            })
+            .collect();
+        words.push(match self.action {
+            Action::Return => "return".into(),
+            Action::Accept => "accept".into(),
+            Action::Drop => "drop".into(),
+            Action::RejectTcpReset => "reject with tcp reset".into(),
+            Action::Redirect(p) => format!("redirect to :{p}"),
+        });
+        words.join(" ")
+    }
+
+    /// Appends this rule's expressions to `rule`.
+    pub fn build(&self, rule: &mut nftnl::Rule<'_>) -> anyhow::Result<()> {
+        // nft loads a protocol dependency once per rule; so do we (see the module docs).
+        let mut have_nfproto = None;
+        let mut have_l4proto = false;
+        for m in &self.matches {
+            match *m {
+                Match::Saddr { set, negate } => {
+                    if have_nfproto != Some(set.ip()) {
+                        rule.add_expr(&Meta::NfProto);
+                        let proto = match set.ip() {
+                            Ip::V4 => libc::NFPROTO_IPV4 as u8,
+                            Ip::V6 => libc::NFPROTO_IPV6 as u8,
+                        };
+                        rule.add_expr(&Cmp::new(CmpOp::Eq, [proto].as_slice()));
+                        have_nfproto = Some(set.ip());
+                    }
+                    rule.add_expr(&Payload::Network(match set.ip() {
+                        Ip::V4 => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
+                        Ip::V6 => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
+                    }));
+                    rule.add_expr(&LookupSet::new(set, negate));
+                }
+                Match::TcpDport(port) => {
+                    if !have_l4proto {
+                        rule.add_expr(&Meta::L4Proto);
+                        rule.add_expr(&Cmp::new(CmpOp::Eq, [libc::IPPROTO_TCP as u8].as_slice()));
+                        have_l4proto = true;
+                    }
+                    rule.add_expr(&Payload::Transport(TransportHeaderField::Tcp(
+                        TcpHeaderField::Dport,
+                    )));
+                    rule.add_expr(&Cmp::new(CmpOp::Eq, port.to_be_bytes().as_slice()));
+                }
+                Match::TimeBefore(secs) => {
+                    let ns = secs
+                        .checked_mul(1_000_000_000)
+                        .with_context(|| format!("until={secs} is too far in the future"))?;
+                    rule.add_expr(&MetaTime);
+                    // `meta time` is host-endian and cmp compares bytes: nft turns it
+                    // big-endian first so `<` orders numerically; the constant is big-endian.
+                    rule.add_expr(&Hton64);
+                    rule.add_expr(&Cmp::new(CmpOp::Lt, ns.to_be_bytes().as_slice()));
+                }
+                Match::CtStatusDnat => ct_bit(rule, Conntrack::Status, 0x20),
+                Match::CtStateInvalid => ct_bit(rule, Conntrack::State, 0x01),
+                Match::IifLo => {
+                    rule.add_expr(&Meta::Iif);
+                    // The loopback device is ifindex 1 in every network namespace.
+                    rule.add_expr(&Cmp::new(CmpOp::Eq, 1u32.to_ne_bytes().as_slice()));
+                }
+            }
+        }
+        match self.action {
+            Action::Return => rule.add_expr(&Verdict::Return),
+            Action::Accept => rule.add_expr(&Verdict::Accept),
+            Action::Drop => rule.add_expr(&Verdict::Drop),
+            Action::RejectTcpReset => rule.add_expr(&Verdict::Reject(RejectionType::TcpRst)),
+            Action::Redirect(port) => {
+                rule.add_expr(&Immediate::new(port.to_be(), Register::Reg1));
+                rule.add_expr(&Redirect);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ct <key> <bit>`: load, mask, compare against zero (host-endian, as the kernel keeps it).
+fn ct_bit(rule: &mut nftnl::Rule<'_>, key: Conntrack, bit: u32) {
+    rule.add_expr(&key);
+    rule.add_expr(&Bitwise::new(
+        bit.to_ne_bytes().as_slice(),
+        0u32.to_ne_bytes().as_slice(),
+    ));
+    rule.add_expr(&Cmp::new(CmpOp::Neq, 0u32.to_ne_bytes().as_slice()));
+}
+
+fn alloc_expr(name: &std::ffi::CStr) -> ptr::NonNull<sys::nftnl_expr> {
+    let expr = unsafe { sys::nftnl_expr_alloc(name.as_ptr()) };
+    // libnftnl only fails here on allocation failure; the nftnl crate aborts then too.
+    ptr::NonNull::new(expr).unwrap_or_else(|| std::process::abort())
+}
+
+/// A lookup naming a set of this batch (by name and id), optionally inverted.
+struct LookupSet {
+    name: CString,
+    id: u32,
+    negate: bool,
+}
+
+impl LookupSet {
+    fn new(set: SetName, negate: bool) -> Self {
+        LookupSet {
+            name: CString::new(set.name()).expect("set names have no NUL"),
+            id: set.id(),
+            negate,
+        }
+    }
+}
+
+impl Expression for LookupSet {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"lookup");
+        unsafe {
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_LOOKUP_SREG as u16,
+                libc::NFT_REG_1 as u32,
+            );
+            sys::nftnl_expr_set_str(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_LOOKUP_SET as u16,
+                self.name.as_ptr(),
+            );
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SET_ID as u16, self.id);
+            if self.negate {
+                sys::nftnl_expr_set_u32(
+                    e.as_ptr(),
+                    sys::NFTNL_EXPR_LOOKUP_FLAGS as u16,
+                    libc::NFT_LOOKUP_F_INV as u32,
+                );
+            }
+        }
+        e
+    }
+}
+
+/// `meta time` (nanoseconds since the epoch) into register 1. The nftnl crate lacks the key.
+struct MetaTime;
+
+/// NFT_META_TIME_NS from linux/netfilter/nf_tables.h (kernel 5.4+).
+const NFT_META_TIME_NS: u32 = 30;
+
+impl Expression for MetaTime {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"meta");
+        unsafe {
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_META_KEY as u16,
+                NFT_META_TIME_NS,
+            );
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_META_DREG as u16,
+                libc::NFT_REG_1 as u32,
+            );
+        }
+        e
+    }
+}
+
+/// `byteorder reg 1 = hton(reg 1, 8, 8)`.
+struct Hton64;
+
+impl Expression for Hton64 {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"byteorder");
+        unsafe {
+            let p = e.as_ptr();
+            let reg = libc::NFT_REG_1 as u32;
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_SREG as u16, reg);
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_DREG as u16, reg);
+            sys::nftnl_expr_set_u32(
+                p,
+                sys::NFTNL_EXPR_BYTEORDER_OP as u16,
+                libc::NFT_BYTEORDER_HTON as u32,
+            );
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_LEN as u16, 8);
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_SIZE as u16, 8);
+        }
+        e
+    }
+}
+
+/// `redirect to :<port in register 1>`. The nftnl crate has dnat/snat but not redir.
+struct Redirect;
+
+/// NF_NAT_RANGE_PROTO_SPECIFIED from linux/netfilter/nf_nat.h.
+const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+
+impl Expression for Redirect {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"redir");
+        unsafe {
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN as u16,
+                libc::NFT_REG_1 as u32,
+            );
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_REDIR_FLAGS as u16,
+                NF_NAT_RANGE_PROTO_SPECIFIED,
+            );
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PortMap;
+
+    #[test]
+    fn rule_text_for_a_timed_policy() {
+        let p = Policy::new(
+            crate::everything(),
+            [],
+            [PortMap {
+                public: 80,
+                server: 8503,
+            }],
+            Some(1_700_000_000),
+        );
+        let text: Vec<String> = rules(&p)
+            .iter()
+            .map(|r| format!("{}: {}", r.chain, r.text()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "prerouting: ip saddr @exc4 return",
+                "prerouting: ip6 saddr @exc6 return",
+                "prerouting: ip saddr @src4 tcp dport 80 meta time < 1700000000 redirect to :8503",
+                "prerouting: ip6 saddr @src6 tcp dport 80 meta time < 1700000000 redirect to :8503",
+                "input: tcp dport 8503 ct status dnat accept",
+                "input: iif \"lo\" accept",
+                "input: tcp dport 8503 drop",
+                "input: tcp dport 80 ct state invalid ip saddr != @exc4 ip saddr @src4 meta time < 1700000000 reject with tcp reset",
+                "input: tcp dport 80 ct state invalid ip6 saddr != @exc6 ip6 saddr @src6 meta time < 1700000000 reject with tcp reset",
+            ]
+        );
+    }
+
+    #[test]
+    fn set_ids_are_distinct_and_nonzero() {
+        let ids: Vec<u32> = SetName::ALL.iter().map(|s| s.id()).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+    }
+}
