@@ -191,7 +191,8 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
-            state_dir: "/run/maint".into(),
+            // Linux has /run; the BSDs keep runtime state in /var/run.
+            state_dir: if cfg!(target_os = "linux") { "/run/maint" } else { "/var/run/maint" }.into(),
             control_socket: None,
             pid_file: None,
         }

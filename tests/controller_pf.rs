@@ -1,0 +1,206 @@
+//! The real `maint` controller driving the pf backend against the fake pfctl
+//! (tests/fake-pfctl), checking the exact pfctl command sequences an OpenBSD host would see.
+//! No root needed: the fake keeps pf's state in a directory, and the maintenance server that
+//! `on` starts listens on loopback ports picked for the test.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::{free_port, maint_bin, stderr, stdout};
+
+const MAIN_RULES: &str = "pass out all flags S/SA\nanchor \"maint\" all\npass in proto tcp from any to any port = 80 flags S/SA\n";
+
+struct Pf {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+/// The fake is another workspace member; `cargo test --workspace` builds it next to `maint`.
+fn fake_binary() -> PathBuf {
+    let bin = Path::new(maint_bin()).with_file_name("fake-pfctl");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p fake-pfctl` first)",
+        bin.display()
+    );
+    bin
+}
+
+impl Pf {
+    fn new(main_rules: &str) -> Pf {
+        let dir = tempfile::tempdir().unwrap();
+        // The fake keeps its state next to the path it was started by.
+        std::os::unix::fs::symlink(fake_binary(), dir.path().join("pfctl")).unwrap();
+        std::fs::write(dir.path().join("main.conf"), main_rules).unwrap();
+        let config = dir.path().join("maint.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1\"]\nhttp_port = {}\nhttps_port = {}\n\n[firewall]\nbackend = \"pf\"\npfctl = \"{}\"\n\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{}\"\n",
+                free_port(),
+                free_port(),
+                dir.path().join("pfctl").display(),
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        Pf { dir, config }
+    }
+
+    fn maint(&self, args: &[&str]) -> Output {
+        std::process::Command::new(maint_bin()).arg("--config").arg(&self.config).args(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.maint(&all);
+        assert!(out.status.success(), "maint {args:?}: {}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+
+    /// The pfctl invocations since the last call, one line each.
+    fn calls(&self) -> Vec<String> {
+        let path = self.dir.path().join("log");
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, "").unwrap();
+        log.lines().filter_map(|l| l.strip_prefix("$ ")).map(str::to_string).collect()
+    }
+
+    fn anchor_rules(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("anchors/maint/rules")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pf {
+    fn drop(&mut self) {
+        // Stop a server `on` may have left if a test failed half-way.
+        let _ = self.maint(&["off"]);
+    }
+}
+
+#[test]
+fn on_again_and_off_issue_the_expected_pfctl_sequence() {
+    let pf = Pf::new(MAIN_RULES);
+    let on = pf.json(&["on", "--except", "office"]);
+    assert_eq!(on["changed"], true);
+    assert_eq!(on["backend"], "pf");
+    assert_eq!(
+        pf.calls(),
+        [
+            "pfctl -s info",             // preflight: pf enabled?
+            "pfctl -s rules",            // preflight: `anchor "maint"` in the main ruleset?
+            "pfctl -a maint -s rules",   // current: nothing yet
+            "pfctl -a maint -f -",       // apply: rules and table in one transaction
+            "pfctl -s states",           // kill states of matched clients still on the app
+        ]
+    );
+    let rules = pf.anchor_rules();
+    assert!(rules.contains("rdr-to 127.0.0.1 port"), "{rules}");
+
+    let again = pf.json(&["on", "--except", "office"]);
+    assert_eq!(again["changed"], false, "{again}");
+    let calls = pf.calls();
+    assert!(!calls.iter().any(|c| c.contains("-f -")), "no reload when nothing changed: {calls:?}");
+
+    let off = pf.json(&["off"]);
+    assert_eq!(off["changed"], true);
+    let calls = pf.calls();
+    assert!(calls.ends_with(&["pfctl -a maint -F rules".into(), "pfctl -a maint -F Tables".into(), "pfctl -k label -k maint-redirect".into()]), "{calls:?}");
+    assert!(pf.anchor_rules().trim().is_empty());
+    // Nothing outside maint's anchor was touched.
+    assert_eq!(std::fs::read_to_string(pf.dir.path().join("main.conf")).unwrap(), MAIN_RULES);
+}
+
+#[test]
+fn on_kills_only_matched_app_states_and_off_kills_redirected_ones() {
+    let pf = Pf::new(MAIN_RULES);
+    // One matched client on the app, one excepted (office) client, one SSH session.
+    std::fs::write(
+        pf.dir.path().join("states"),
+        "www-normal\tall tcp 192.0.2.1:80 <- 198.51.100.7:51000       ESTABLISHED:ESTABLISHED\n\
+         www-normal\tall tcp 192.0.2.1:80 <- 203.0.113.9:52000       ESTABLISHED:ESTABLISHED\n\
+         -\tall tcp 192.0.2.1:22 <- 198.51.100.7:40000       ESTABLISHED:ESTABLISHED\n",
+    )
+    .unwrap();
+    let on = pf.json(&["on", "--except", "office"]);
+    assert_eq!(on["states_killed"], 1, "{on}");
+    let calls = pf.calls();
+    assert!(calls.iter().any(|c| c.starts_with("pfctl -k key -k") && c.contains("198.51.100.7:51000")), "{calls:?}");
+    let left = std::fs::read_to_string(pf.dir.path().join("states")).unwrap();
+    assert!(left.contains("203.0.113.9:52000") && left.contains(":22 <- 198.51.100.7"), "office and SSH stay: {left}");
+}
+
+#[test]
+fn missing_anchor_line_is_refused_with_the_line_to_add() {
+    let pf = Pf::new("pass out all flags S/SA\npass in proto tcp from any to any port = 80 flags S/SA\n");
+    let out = pf.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("anchor \"maint\"") && err.contains("/etc/pf.conf"), "{err}");
+    assert!(!pf.calls().iter().any(|c| c.contains("-f -")), "nothing loaded");
+
+    let check = pf.maint(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(stdout(&check).contains("anchor \"maint\""), "{}", stdout(&check));
+}
+
+#[test]
+fn disabled_pf_is_a_clear_error() {
+    let pf = Pf::new(MAIN_RULES);
+    std::fs::write(pf.dir.path().join("enabled"), "0").unwrap();
+    let out = pf.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pfctl -e"), "{}", stderr(&out));
+}
+
+#[test]
+fn pfctl_failure_half_way_leaves_the_previous_state() {
+    let pf = Pf::new(MAIN_RULES);
+    pf.json(&["on", "198.51.100.0/24"]);
+    let before = pf.anchor_rules();
+    let table_before = std::fs::read_to_string(pf.dir.path().join("anchors/maint/tables/maint_src")).unwrap();
+    pf.calls();
+    // The load of the new anchor fails inside pfctl.
+    std::fs::write(pf.dir.path().join("fail"), "-a maint -f -").unwrap();
+    let out = pf.maint(&["on", "--except", "office"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pfctl"), "{}", stderr(&out));
+    assert_eq!(pf.anchor_rules(), before, "rules unchanged");
+    assert_eq!(
+        std::fs::read_to_string(pf.dir.path().join("anchors/maint/tables/maint_src")).unwrap(),
+        table_before,
+        "table unchanged"
+    );
+    let status = pf.json(&["status"]);
+    assert_eq!(status["active"], true);
+    assert_eq!(status["drift"], serde_json::json!([]), "record still matches the kernel: {status}");
+    assert_eq!(status["sources"], serde_json::json!(["198.51.100.0/24"]));
+}
+
+#[test]
+fn windows_on_pf_are_closed_by_a_scheduled_off() {
+    let pf = Pf::new(MAIN_RULES);
+    let on = pf.json(&["on", "--for", "2s"]);
+    assert!(on["until"].is_string());
+    assert!(!pf.anchor_rules().trim().is_empty());
+    // pf cannot expire rules; the `maint off --scheduled` that `on` left behind must.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !pf.anchor_rules().trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "window not closed: {}", pf.anchor_rules());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(pf.json(&["status"])["active"], false);
+}
+
+#[test]
+fn dry_run_prints_the_anchor_and_runs_no_pfctl_write() {
+    let pf = Pf::new(MAIN_RULES);
+    let out = pf.maint(&["on", "--except", "office", "--dry-run"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("table <maint_src>") && text.contains("!203.0.113.0/24"), "{text}");
+    assert!(pf.calls().iter().all(|c| !c.contains("-f") && !c.contains("-k") && !c.contains("-F")));
+}
