@@ -220,3 +220,180 @@ fn apply_loads_sets_and_rules_and_reads_back() {
         assert_eq!(b.current().unwrap(), Some(p));
     });
 }
+
+#[test]
+fn applying_twice_changes_nothing() {
+    in_netns(|| {
+        let b = backend();
+        let p = policy_a();
+        b.apply(&p).unwrap();
+        let first = list_table();
+        b.apply(&p).unwrap();
+        assert_eq!(list_table(), first);
+        assert_eq!(b.current().unwrap(), Some(p));
+    });
+}
+
+#[test]
+fn a_new_policy_replaces_the_old_one_entirely() {
+    in_netns(|| {
+        let b = backend();
+        b.apply(&policy_a()).unwrap();
+        let p = policy_b();
+        b.apply(&p).unwrap();
+        assert_eq!(b.current().unwrap(), Some(p));
+        let text = list_table();
+        for gone in [
+            "198.51.100.0/24",
+            "2001:db8::/48",
+            "8504",
+            "9000",
+            "meta time",
+        ] {
+            assert!(!text.contains(gone), "{gone} survived the replace:\n{text}");
+        }
+        assert!(text.contains("redirect to :8600"), "{text}");
+    });
+}
+
+#[test]
+fn a_refused_batch_leaves_the_previous_table() {
+    in_netns(|| {
+        let b = backend();
+        let a = policy_a();
+        b.apply(&a).unwrap();
+        let before = list_table();
+        let err = b.apply_refused_for_test(&policy_b()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, BackendError::Failed(_)), "{msg}");
+        assert!(msg.contains("missing table inet maint-missing"), "{msg}");
+        assert_eq!(list_table(), before);
+        assert_eq!(b.current().unwrap(), Some(a));
+    });
+}
+
+#[test]
+fn clear_removes_only_our_table() {
+    in_netns(|| {
+        let b = backend();
+        assert!(!b.clear().unwrap(), "nothing to clear yet");
+        run("nft", &["add", "table", "inet", "other"]);
+        run("nft", &["add", "table", "ip", "maint"]);
+        b.apply(&policy_a()).unwrap();
+        assert!(b.clear().unwrap());
+        assert_eq!(tables(), ["table inet other", "table ip maint"]);
+        assert!(!b.clear().unwrap());
+        assert_eq!(b.current().unwrap(), None);
+    });
+}
+
+#[test]
+fn a_foreign_table_of_our_name_is_never_touched() {
+    in_netns(|| {
+        let b = backend();
+        run(
+            "nft",
+            &[
+                "add",
+                "table",
+                "inet",
+                "maint",
+                "{ comment \"someone else\"; }",
+            ],
+        );
+        run("nft", &["add", "chain", "inet", "maint", "keep"]);
+        let before = list_table();
+        let err = b.apply(&policy_a()).unwrap_err().to_string();
+        assert!(err.contains("not created by maint"), "{err}");
+        let err = b.clear().unwrap_err().to_string();
+        assert!(err.contains("not created by maint"), "{err}");
+        let err = b.current().unwrap_err().to_string();
+        assert!(err.contains("does not look like maint's"), "{err}");
+        let warnings = b.preflight().unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("not created by maint")),
+            "{warnings:?}"
+        );
+        assert_eq!(list_table(), before);
+    });
+}
+
+#[test]
+fn a_stamped_table_with_other_rules_does_not_read_back() {
+    in_netns(|| {
+        let b = backend();
+        b.apply(&policy_a()).unwrap();
+        run(
+            "nft",
+            &[
+                "add", "rule", "inet", "maint", "input", "tcp", "dport", "22", "drop",
+            ],
+        );
+        let err = format!("{:#}", anyhow::Error::from(b.current().unwrap_err()));
+        assert!(err.contains("chain input has 14 rules"), "{err}");
+        let warnings = b.preflight().unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("does not read back")),
+            "{warnings:?}"
+        );
+        // Still maint's (stamped): apply replaces it wholesale.
+        b.apply(&policy_a()).unwrap();
+        assert!(!list_table().contains("dport 22"));
+    });
+}
+
+#[test]
+fn render_loads_with_nft_and_matches_apply() {
+    in_netns(|| {
+        let b = backend();
+        let p = policy_a();
+        b.apply(&p).unwrap();
+        let applied = list_table();
+        nft_load(&b.render(None));
+        assert_eq!(b.current().unwrap(), None);
+        nft_load(&b.render(Some(&p)));
+        assert_eq!(list_table(), applied);
+        assert_eq!(b.current().unwrap(), Some(p.clone()));
+        // Loading the text over an existing table replaces it, like apply.
+        nft_load(&b.render(Some(&policy_b())));
+        assert_eq!(b.current().unwrap(), Some(policy_b()));
+        // render(None) is loadable when nothing is in place, too.
+        nft_load(&b.render(None));
+        nft_load(&b.render(None));
+        assert!(tables().is_empty());
+    });
+}
+
+#[test]
+fn everything_and_the_top_of_the_address_space_read_back() {
+    in_netns(|| {
+        let b = backend();
+        let p = Policy::new(
+            maint_backends::everything(),
+            nets(&["255.255.255.0/24", "ffff::/16", "0.0.0.0/32"]),
+            [PortMap {
+                public: 80,
+                server: 8503,
+            }],
+            None,
+        );
+        b.apply(&p).unwrap();
+        assert_eq!(b.current().unwrap(), Some(p.clone()));
+        let text = list_table();
+        assert!(text.contains("0.0.0.0/0"), "{text}");
+        assert!(text.contains("::/0"), "{text}");
+        assert!(text.contains("255.255.255.0/24"), "{text}");
+        nft_load(&b.render(Some(&p)));
+        assert_eq!(list_table(), text);
+    });
+}
+
+#[test]
+fn no_ports_and_empty_sets_are_a_valid_policy() {
+    in_netns(|| {
+        let b = backend();
+        let p = Policy::new([], [], [], None);
+        b.apply(&p).unwrap();
+        assert_eq!(b.current().unwrap(), Some(p));
+    });
+}
