@@ -100,11 +100,11 @@ pub struct OnArgs {
     pub except: Vec<String>,
 
     /// End maintenance by itself after this long (e.g. 30m, 2h, 1h30m).
-    #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
+    #[arg(long = "for", value_name = "DURATION", conflicts_with = "until", allow_hyphen_values = true)]
     pub for_: Option<String>,
 
     /// End maintenance by itself at this time (e.g. 2026-12-01T02:00 local, or RFC 3339).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
 
     /// Why the site is down; shown on the maintenance page and in `status`.

@@ -1,0 +1,442 @@
+//! `maint on` / `off` / `status` end to end on Linux: real namespaces, the real `maint`
+//! binary, a real app on port 80, real clients (curl, and raw keep-alive sockets).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use support::netns::Lab;
+use support::{have_root, maint_bin, stderr, stdout};
+
+/// A server host running the app, with maint configured, and two clients.
+struct Site {
+    lab: Lab,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site::with_config("")
+    }
+
+    fn with_config(extra: &str) -> Site {
+        Site::build(extra, true)
+    }
+
+    /// `firewall`: give the server the kind of stateful firewall a real host has, which also
+    /// switches conntrack on in its namespace before maint arrives.
+    fn build(extra: &str, firewall: bool) -> Site {
+        let lab = Lab::new();
+        if firewall {
+            let rules = "table inet host_filter {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established,related accept\n  tcp dport { 22, 80, 443 } accept\n }\n}\n";
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &lab.server.ns, "nft", "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                    c.wait()
+                })
+                .unwrap();
+            assert!(out.success());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("maint.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{extra}\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{}\"\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        let app = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/app.py");
+        lab.spawn(&lab.server.ns, &["python3", app, "80"]);
+        let site = Site { lab, dir, config };
+        site.wait_until(|s| s.get_public(&format!("http://{}/", s.lab.server_public_v4)).0 == 200);
+        site
+    }
+
+    /// `maint --config <site config> ARGS` on the server host.
+    fn maint(&self, args: &[&str]) -> Output {
+        let mut all = vec![maint_bin(), "--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.lab.run(&self.lab.server.ns, &all)
+    }
+
+    fn maint_ok(&self, args: &[&str]) -> Output {
+        let out = self.maint(args);
+        assert!(out.status.success(), "maint {args:?} failed ({}): {}{}", out.status, stdout(&out), stderr(&out));
+        out
+    }
+
+    fn maint_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&stdout(&self.maint_ok(&all))).unwrap()
+    }
+
+    /// (status, body) of a GET from a client; status 0 when no HTTP answer came.
+    fn get(&self, ns: &str, url: &str, extra: &[&str]) -> (u16, String) {
+        let mut args = vec!["curl", "-s", "-g", "--max-time", "5", "-w", "\n%{http_code}"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = self.lab.run(ns, &args);
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+    fn get_public(&self, url: &str) -> (u16, String) {
+        self.get(&self.lab.public.ns, url, &[])
+    }
+    fn get_office(&self, url: &str) -> (u16, String) {
+        self.get(&self.lab.office.ns, url, &[])
+    }
+
+    fn wait_until(&self, mut f: impl FnMut(&Site) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f(self) {
+            assert!(Instant::now() < deadline, "condition not reached within 10 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pub4(&self) -> String {
+        format!("http://{}/account/login", self.lab.server_public_v4)
+    }
+    fn pub6(&self) -> String {
+        format!("http://[{}]/account/login", self.lab.server_public_v6)
+    }
+    fn off4(&self) -> String {
+        format!("http://{}/account/login", self.lab.server_office_v4)
+    }
+    fn off6(&self) -> String {
+        "http://[2001:db8:113::1]/account/login".into()
+    }
+}
+
+fn is_maintenance((code, body): &(u16, String)) -> bool {
+    *code == 503 && body.contains("Down for maintenance")
+}
+fn is_app((code, body): &(u16, String)) -> bool {
+    *code == 200 && body.trim() == "APP OK"
+}
+
+#[test]
+fn on_redirects_public_clients_but_not_the_office_over_ipv4_and_ipv6() {
+    if !have_root("on_redirects_public_clients_but_not_the_office") {
+        return;
+    }
+    let site = Site::new();
+    let host_ruleset_before = host_ruleset();
+    assert!(is_app(&site.get_public(&site.pub4())));
+
+    let on = site.maint_json(&["on", "--except", "office"]);
+    assert_eq!(on["changed"], true, "{on}");
+    assert_eq!(on["active"], true);
+    assert_eq!(on["server_started"].is_u64(), true, "no server ran, so `on` started one: {on}");
+
+    assert!(is_maintenance(&site.get_public(&site.pub4())), "public IPv4 gets the page");
+    assert!(is_maintenance(&site.get_public(&site.pub6())), "public IPv6 gets the page");
+    assert!(is_app(&site.get_office(&site.off4())), "office IPv4 still reaches the app");
+    assert!(is_app(&site.get_office(&site.off6())), "office IPv6 still reaches the app");
+    // The host itself keeps reaching the app (locally generated traffic is not redirected).
+    let local = site.lab.run(&site.lab.server.ns, &["curl", "-s", "--max-time", "5", "http://198.51.100.1/"]);
+    assert_eq!(stdout(&local), "APP OK\n");
+    // JSON for API clients through the redirect too.
+    let (code, body) = site.get(&site.lab.public.ns, &site.pub4(), &["-H", "Accept: application/json"]);
+    assert_eq!(code, 503);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"], "maintenance");
+
+    // Idempotent: the same `on` again changes nothing and says so.
+    let again = site.maint_json(&["on", "--except", "office"]);
+    assert_eq!(again["changed"], false, "{again}");
+
+    let status = site.maint_json(&["status"]);
+    assert_eq!(status["active"], true, "{status}");
+    assert_eq!(status["backend"], "nftables");
+    assert_eq!(status["exceptions"], serde_json::json!(["office"]));
+    assert_eq!(status["source_prefixes"], serde_json::json!(["0.0.0.0/0", "::/0"]));
+    assert_eq!(status["server"]["healthy"], true, "{status}");
+    assert!(status["server"]["requests"].as_u64().unwrap() >= 3, "{status}");
+    assert_eq!(status["drift"], serde_json::json!([]), "{status}");
+
+    let off = site.maint_json(&["off"]);
+    assert_eq!(off["changed"], true, "{off}");
+    assert!(off["server_stopped"].is_u64(), "off stops the server on started: {off}");
+    assert!(is_app(&site.get_public(&site.pub4())));
+    assert!(is_app(&site.get_public(&site.pub6())));
+    let after = site.lab.ruleset();
+    assert!(!after.contains("maint"), "off leaves nothing behind: {after}");
+    assert!(after.contains("table inet host_filter") && after.contains("ct state established,related accept"), "the host's own table is untouched: {after}");
+    assert_eq!(site.maint_json(&["off"])["changed"], false, "off twice changes nothing");
+    assert_eq!(host_ruleset(), host_ruleset_before, "the machine's own ruleset is untouched");
+}
+
+/// The maintenance server's own port is not a way in from the network.
+#[test]
+fn server_port_is_not_reachable_directly() {
+    if !have_root("server_port_is_not_reachable_directly") {
+        return;
+    }
+    let site = Site::new();
+    site.maint_ok(&["on", "--except", "office"]);
+    for (ns, url) in [
+        (&site.lab.public.ns, "http://198.51.100.1:8503/"),
+        (&site.lab.office.ns, "http://203.0.113.1:8503/"),
+        (&site.lab.office.ns, "http://[2001:db8:113::1]:8503/"),
+    ] {
+        let (code, _) = site.get(ns, url, &["--max-time", "2"]);
+        assert_eq!(code, 0, "{url} answered from {ns}");
+    }
+    // Also with maintenance off, while a server still runs.
+    site.maint_ok(&["off"]);
+    let server = site.lab.spawn(&site.lab.server.ns, &[maint_bin(), "--config", site.config.to_str().unwrap(), "serve"]);
+    site.wait_until(|s| s.maint(&["status"]).status.success() && stdout(&s.maint(&["status"])).contains("healthy"));
+    let (code, _) = site.get(&site.lab.office.ns, "http://203.0.113.1:8503/", &["--max-time", "2"]);
+    assert_eq!(code, 0, "server port answered directly with maintenance off");
+    drop(server);
+}
+
+/// A client with an open keep-alive connection to the app moves to the maintenance page on
+/// its next request, and back on `off`, whatever nf_conntrack_tcp_loose says.
+#[test]
+fn open_keepalive_connections_move_over_at_once() {
+    if !have_root("open_keepalive_connections_move_over_at_once") {
+        return;
+    }
+    for (loose, firewall) in [("1", true), ("0", true), ("1", false)] {
+        let site = Site::build("", firewall);
+        // The sysctl is per namespace: this sets the test server's, not the machine's.
+        site.lab.exec(&site.lab.server.ns, &["sysctl", "-qw", &format!("net.netfilter.nf_conntrack_tcp_loose={loose}")]);
+        // Start the server first so `on` is quick and the keep-alive connection stays young.
+        let (to_client, from_test) = std::sync::mpsc::channel::<()>();
+        let (to_test, from_client) = std::sync::mpsc::channel::<Vec<String>>();
+        let target = format!("{}:80", site.lab.server_public_v4);
+        let client = site.lab.in_ns(&site.lab.public.ns, move || {
+            let mut seen = Vec::new();
+            let mut conn = KeepAlive::connect(&target);
+            seen.push(conn.get_retrying_once(&target));
+            to_test.send(seen.clone()).unwrap();
+            from_test.recv().unwrap(); // after `on`
+            seen.push(conn.get_retrying_once(&target));
+            to_test.send(seen.clone()).unwrap();
+            from_test.recv().unwrap(); // after `off`
+            seen.push(conn.get_retrying_once(&target));
+            seen
+        });
+        let before = from_client.recv().unwrap();
+        assert_eq!(before[0], "APP", "loose={loose} firewall={firewall}");
+        let on = site.maint_json(&["on"]);
+        if firewall {
+            assert!(on["states_killed"].as_u64().unwrap() >= 1, "loose={loose}: the open connection's state was killed: {on}");
+        }
+        to_client.send(()).unwrap();
+        let during = from_client.recv().unwrap();
+        assert_eq!(during[1], "MAINTENANCE", "loose={loose} firewall={firewall}: the kept-alive client must not linger on the app");
+        let off = site.maint_json(&["off"]);
+        assert!(off["states_killed"].as_u64().unwrap() >= 1, "loose={loose} firewall={firewall}: {off}");
+        to_client.send(()).unwrap();
+        let after = client.join().unwrap();
+        assert_eq!(after[2], "APP", "loose={loose} firewall={firewall}: back to the app at once after off");
+    }
+}
+
+/// A browser-like keep-alive client: one connection, reused; on a reset it reconnects and
+/// retries the (idempotent) GET once, as browsers do.
+struct KeepAlive {
+    conn: TcpStream,
+}
+
+impl KeepAlive {
+    fn connect(target: &str) -> KeepAlive {
+        let conn = TcpStream::connect(target).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        KeepAlive { conn }
+    }
+
+    fn get(&mut self) -> std::io::Result<String> {
+        self.conn.write_all(b"GET /cart HTTP/1.1\r\nHost: shop.example\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        loop {
+            let n = self.conn.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::ConnectionReset.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .unwrap();
+                if body.len() >= len {
+                    return Ok(if body.starts_with("APP OK") { "APP".into() } else if head.contains(" 503 ") { "MAINTENANCE".into() } else { text });
+                }
+            }
+        }
+    }
+
+    fn get_retrying_once(&mut self, target: &str) -> String {
+        match self.get() {
+            Ok(answer) => answer,
+            Err(_) => {
+                *self = KeepAlive::connect(target);
+                self.get().unwrap_or_else(|e| format!("FAILED: {e}"))
+            }
+        }
+    }
+}
+
+#[test]
+fn window_expires_by_itself() {
+    if !have_root("window_expires_by_itself") {
+        return;
+    }
+    let site = Site::new();
+    let on = site.maint_json(&["on", "--for", "2s", "--reason", "Quick restart"]);
+    assert!(on["until"].is_string(), "{on}");
+    let (code, body) = site.get_public(&site.pub4());
+    assert_eq!(code, 503);
+    assert!(body.contains("Quick restart"), "the reason is on the page");
+    let head = site.lab.run(&site.lab.public.ns, &["curl", "-sI", "--max-time", "5", &site.pub4()]);
+    let retry = stdout(&head).lines().find(|l| l.to_ascii_lowercase().starts_with("retry-after:")).unwrap_or("").to_string();
+    assert!(retry.contains("GMT"), "the window's end drives Retry-After: {retry}");
+    // Kill the server: the kernel alone must end the window.
+    site.maint_ok(&["status"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    site.wait_until(|s| is_app(&s.get_public(&s.pub4())));
+    let status = site.maint_json(&["status"]);
+    assert_eq!(status["active"], false, "{status}");
+    assert_eq!(status["expired"], true, "{status}");
+    site.maint_ok(&["off"]);
+}
+
+#[test]
+fn off_works_with_the_server_dead_and_the_record_corrupt() {
+    if !have_root("off_works_with_the_server_dead_and_the_record_corrupt") {
+        return;
+    }
+    let site = Site::new();
+    let on = site.maint_json(&["on", "198.51.100.0/24", "2001:db8:100::/48"]);
+    assert!(is_maintenance(&site.get_public(&site.pub4())));
+    let pid = on["server_started"].as_u64().expect("a server was started") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::fs::write(site.dir.path().join("state/state.json"), "{ not json").unwrap();
+    let status = site.maint_json(&["status"]);
+    assert!(status["drift"].to_string().contains("corrupt"), "{status}");
+    assert!(status["server"].is_null(), "{status}");
+
+    let off = site.maint(&["off"]);
+    assert!(off.status.success(), "{}", stderr(&off));
+    assert!(stderr(&off).contains("corrupt"), "says what it stepped over: {}", stderr(&off));
+    assert!(is_app(&site.get_public(&site.pub4())));
+    assert!(is_app(&site.get_public(&site.pub6())));
+
+    // And without any config file at all (maint's table has the default name).
+    site.maint_ok(&["on", "--force"]);
+    let out = site.lab.run(&site.lab.server.ns, &[maint_bin(), "--config", "/nonexistent/maint.toml", "off"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!site.lab.ruleset().contains("table inet maint"));
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    if !have_root("bad_input_changes_nothing") {
+        return;
+    }
+    let site = Site::new();
+    site.maint_ok(&["on", "198.51.100.0/24"]);
+    let before = site.lab.ruleset();
+    for (args, token) in [
+        (vec!["on", "198.51.100.0/33"], "198.51.100.0/33"),
+        (vec!["on", "offce"], "offce"),
+        (vec!["on", "all", "--except", "2001:db8::zz"], "2001:db8::zz"),
+        (vec!["on", "--for", "-5m"], "-5m"),
+        (vec!["on", "--for", "soon"], "soon"),
+        (vec!["on", "--until", "2001-01-01T00:00"], "2001-01-01T00:00"),
+        (vec!["on", "--frobnicate"], "--frobnicate"),
+    ] {
+        let out = site.maint(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(token), "{args:?} must name {token}: {}", stderr(&out));
+        assert_eq!(site.lab.ruleset(), before, "{args:?} changed the ruleset");
+    }
+    // A broken config is bad input too.
+    std::fs::write(&site.config, "[firewall]\nhttp_ports = [80, \"x\"]\n").unwrap();
+    let out = site.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    assert_eq!(site.lab.ruleset(), before);
+}
+
+#[test]
+fn dry_run_prints_nft_syntax_and_changes_nothing() {
+    if !have_root("dry_run_prints_nft_syntax_and_changes_nothing") {
+        return;
+    }
+    let site = Site::new();
+    let before = site.lab.ruleset();
+    let out = site.maint_ok(&["on", "--except", "office", "--dry-run"]);
+    let text = stdout(&out);
+    assert!(text.contains("table inet maint") && text.contains("redirect to :8503"), "{text}");
+    assert!(text.contains("203.0.113.0/24"), "{text}");
+    assert_eq!(site.lab.ruleset(), before);
+    assert!(is_app(&site.get_public(&site.pub4())));
+    // What --dry-run prints is what nft itself would load.
+    let rules = site.dir.path().join("dry.nft");
+    std::fs::write(&rules, text.lines().filter(|l| !l.starts_with("# maint")).collect::<Vec<_>>().join("\n")).unwrap();
+    site.lab.exec(&site.lab.server.ns, &["nft", "-c", "-f", rules.to_str().unwrap()]);
+}
+
+#[test]
+fn unhealthy_server_blocks_on_unless_forced() {
+    if !have_root("unhealthy_server_blocks_on_unless_forced") {
+        return;
+    }
+    // Something else holds the server's port, so no maintenance server can start.
+    let site = Site::with_config("[server]\nhttp_port = 8600\n");
+    let _squatter = site.lab.spawn(&site.lab.server.ns, &["python3", "-m", "http.server", "8600", "--bind", "127.0.0.1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = site.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("8600"), "{}", stderr(&out));
+    assert!(!site.lab.ruleset().contains("maint"), "nothing applied");
+    assert!(is_app(&site.get_public(&site.pub4())));
+    let forced = site.maint(&["on", "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(site.lab.ruleset().contains("table inet maint"));
+    site.maint_ok(&["off"]);
+}
+
+#[test]
+fn warns_when_the_operators_ssh_address_is_covered() {
+    if !have_root("warns_when_the_operators_ssh_address_is_covered") {
+        return;
+    }
+    let site = Site::new();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &site.lab.server.ns, maint_bin(), "--config", site.config.to_str().unwrap(), "on", "--dry-run"])
+        .env("SSH_CONNECTION", "198.51.100.10 51234 198.51.100.1 22")
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("SSH client address 198.51.100.10 is covered"), "{}", stderr(&out));
+    let excepted = std::process::Command::new("ip")
+        .args(["netns", "exec", &site.lab.server.ns, maint_bin(), "--config", site.config.to_str().unwrap(), "on", "--dry-run", "--except", "198.51.100.10"])
+        .env("SSH_CONNECTION", "198.51.100.10 51234 198.51.100.1 22")
+        .output()
+        .unwrap();
+    assert!(!stderr(&excepted).contains("SSH client"), "{}", stderr(&excepted));
+}
+
+/// The machine's own nftables ruleset, read (never written) to prove tests leave it alone.
+fn host_ruleset() -> String {
+    let out = std::process::Command::new("nft").args(["list", "ruleset"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
