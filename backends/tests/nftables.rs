@@ -6,36 +6,48 @@
 //! Without root the cases skip, except under CI, where they fail loudly.
 #![cfg(target_os = "linux")]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use maint_backends::nftables::Nftables;
 use maint_backends::{Backend, BackendError, Options, Policy, PortMap, StateTarget};
 
+/// Whether we may run; without root, skips (or fails under CI).
+fn have_root() -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("the nftables integration tests need root (CI runs them as root)");
+    }
+    eprintln!("skipped: the nftables integration tests need root");
+    false
+}
+
+/// Moves the calling thread into a new network namespace and brings up `lo` there.
+fn enter_new_netns() {
+    let host = std::fs::read_link("/proc/self/ns/net").expect("read own netns");
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET)");
+    let here = std::fs::read_link("/proc/thread-self/ns/net").expect("read thread netns");
+    assert_ne!(
+        host, here,
+        "refusing to run outside a private network namespace"
+    );
+    run("ip", &["link", "set", "lo", "up"]);
+}
+
 /// Runs `f` in a new network namespace (with `lo` up); None when skipped for lack of root.
 fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    if unsafe { libc::geteuid() } != 0 {
-        if std::env::var_os("CI").is_some() {
-            panic!("the nftables integration tests need root (CI runs them as root)");
-        }
-        eprintln!("skipped: the nftables integration tests need root");
+    if !have_root() {
         return None;
     }
     let handle = std::thread::spawn(move || {
-        let host = std::fs::read_link("/proc/self/ns/net").expect("read own netns");
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            0,
-            "unshare(CLONE_NEWNET)"
-        );
-        let here = std::fs::read_link("/proc/thread-self/ns/net").expect("read thread netns");
-        assert_ne!(
-            host, here,
-            "refusing to run outside a private network namespace"
-        );
-        run("ip", &["link", "set", "lo", "up"]);
+        enter_new_netns();
         f()
     });
     match handle.join() {
@@ -396,4 +408,437 @@ fn no_ports_and_empty_sets_are_a_valid_policy() {
         b.apply(&p).unwrap();
         assert_eq!(b.current().unwrap(), Some(p));
     });
+}
+
+/// 100,000 IPv4 /24 sources and 10,000 /28 exceptions. These cannot all come from the
+/// documentation ranges; they are inert set data in a namespace that routes nothing.
+fn big_policy() -> Policy {
+    let v4 = |a: u32, len: u8| IpNet::V4(ipnet::Ipv4Net::new(a.into(), len).unwrap());
+    let base: u32 = 10 << 24;
+    let sources = (0..100_000u32).map(|i| v4(base + i * 512, 24));
+    let exceptions = (0..10_000u32).map(|i| v4(base + i * 5120 + 16, 28));
+    Policy::new(
+        sources,
+        exceptions,
+        [
+            PortMap {
+                public: 80,
+                server: 8503,
+            },
+            PortMap {
+                public: 443,
+                server: 8504,
+            },
+        ],
+        Some(now() + 600),
+    )
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let v = f();
+    (v, t.elapsed())
+}
+
+#[test]
+fn a_hundred_thousand_prefixes_apply_faster_than_nft_f() {
+    in_netns(|| {
+        let b = backend();
+        let p = big_policy();
+        assert_eq!(p.sources.len(), 100_000);
+        assert_eq!(p.exceptions.len(), 10_000);
+
+        let ((), ours) = timed(|| b.apply(&p).unwrap());
+        let (back, read) = timed(|| b.current().unwrap());
+        assert!(back == Some(p.clone()), "the big policy did not read back");
+        let ((), replace) = timed(|| b.apply(&p).unwrap());
+        assert!(b.clear().unwrap());
+
+        let text = b.render(Some(&p));
+        let ((), nft) = timed(|| nft_load(&text));
+        assert_eq!(b.current().unwrap(), Some(p.clone()));
+        eprintln!(
+            "100k prefixes + 10k exceptions: apply {ours:?} (replacing itself {replace:?}), \
+             current {read:?}; nft -f of render() {nft:?}"
+        );
+        // Unoptimised test builds spend their time in userspace; compare only real builds.
+        if cfg!(debug_assertions) {
+            eprintln!("debug build: apply vs nft -f compared only with --release");
+        } else {
+            assert!(ours < nft, "apply {ours:?} is slower than nft -f {nft:?}");
+        }
+    });
+}
+
+/// Loads conntrack entries in one `conntrack -R` run; each line is a `conntrack -I` command.
+fn conntrack_insert(lines: &[String]) {
+    let path =
+        std::env::temp_dir().join(format!("maint-ct-{}-{}.txt", std::process::id(), unsafe {
+            libc::gettid()
+        }));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let out = Command::new("conntrack")
+        .arg("-R")
+        .arg(&path)
+        .output()
+        .expect("spawn conntrack");
+    std::fs::remove_file(&path).ok();
+    assert!(
+        out.status.success(),
+        "conntrack -R failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ct_line(src: &str, dst: &str, sport: u16, dport: u16, reply_sport: u16) -> String {
+    format!(
+        "-I -p tcp -s {src} -d {dst} --sport {sport} --dport {dport} -r {dst} -q {src} \
+         --reply-port-src {reply_sport} --reply-port-dst {sport} --state ESTABLISHED -t 300 \
+         -u SEEN_REPLY"
+    )
+}
+
+/// The conntrack table as `src sport dport reply-sport` lines, sorted.
+fn conntrack_list() -> Vec<String> {
+    let out = Command::new("conntrack")
+        .args(["-L", "-o", "extended"])
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let field = |key: &str, nth: usize| {
+                l.split_whitespace()
+                    .filter_map(|w| w.strip_prefix(key))
+                    .nth(nth)
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            let proto = l.split_whitespace().nth(2).unwrap_or("?");
+            format!(
+                "{proto} {} {} {} {}",
+                field("src=", 0),
+                field("sport=", 0),
+                field("dport=", 0),
+                field("sport=", 1)
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kill_states_removes_exactly_the_targeted_entries() {
+    in_netns(|| {
+        let b = backend();
+        let p = Policy::new(
+            nets(&["198.51.100.0/24", "2001:db8::/32"]),
+            nets(&["198.51.100.9/32"]),
+            [
+                PortMap {
+                    public: 80,
+                    server: 8503,
+                },
+                PortMap {
+                    public: 443,
+                    server: 8504,
+                },
+            ],
+            None,
+        );
+        conntrack_insert(&[
+            ct_line("198.51.100.1", "192.0.2.1", 40001, 80, 80), // app, matched: App
+            ct_line("2001:db8::5", "2001:db8::1", 40002, 443, 443), // app, matched: App
+            ct_line("198.51.100.9", "192.0.2.1", 40003, 80, 80), // excepted
+            ct_line("203.0.113.5", "192.0.2.1", 40004, 80, 80),  // not a source
+            ct_line("198.51.100.1", "192.0.2.1", 40005, 22, 22), // ssh
+            ct_line("198.51.100.2", "192.0.2.1", 40006, 80, 8503), // redirected: Server
+            ct_line("203.0.113.6", "192.0.2.1", 40007, 443, 8504), // redirected: Server
+            ct_line("198.51.100.3", "192.0.2.1", 40008, 443, 8503), // odd pairing: kept
+        ]);
+        conntrack_insert(&[
+            "-I -p udp -s 198.51.100.1 -d 192.0.2.1 --sport 40009 --dport 80 -t 300".into(),
+        ]);
+        assert_eq!(conntrack_list().len(), 9);
+
+        assert_eq!(b.kill_states(&p, StateTarget::App).unwrap(), 2);
+        assert_eq!(
+            conntrack_list(),
+            [
+                "tcp 198.51.100.1 40005 22 22",
+                "tcp 198.51.100.2 40006 80 8503",
+                "tcp 198.51.100.3 40008 443 8503",
+                "tcp 198.51.100.9 40003 80 80",
+                "tcp 203.0.113.5 40004 80 80",
+                "tcp 203.0.113.6 40007 443 8504",
+                "udp 198.51.100.1 40009 80 80",
+            ]
+        );
+        assert_eq!(b.kill_states(&p, StateTarget::App).unwrap(), 0);
+
+        assert_eq!(b.kill_states(&p, StateTarget::Server).unwrap(), 2);
+        assert_eq!(
+            conntrack_list(),
+            [
+                "tcp 198.51.100.1 40005 22 22",
+                "tcp 198.51.100.3 40008 443 8503",
+                "tcp 198.51.100.9 40003 80 80",
+                "tcp 203.0.113.5 40004 80 80",
+                "udp 198.51.100.1 40009 80 80",
+            ]
+        );
+    });
+}
+
+#[test]
+fn killing_twenty_thousand_states_is_no_slower_than_conntrack_d() {
+    in_netns(|| {
+        let b = backend();
+        let p = Policy::new(
+            nets(&["198.51.100.0/24"]),
+            [],
+            [PortMap {
+                public: 80,
+                server: 8503,
+            }],
+            None,
+        );
+        let lines: Vec<String> = (0..20_000u32)
+            .map(|i| {
+                let src = format!("198.51.100.{}", i % 250 + 1);
+                ct_line(&src, "192.0.2.1", 20_000 + (i / 250) as u16, 80, 80)
+            })
+            .collect();
+        conntrack_insert(&lines);
+        assert_eq!(conntrack_list().len(), 20_000);
+        let (n, ours) = timed(|| b.kill_states(&p, StateTarget::App).unwrap());
+        assert_eq!(n, 20_000);
+        assert!(conntrack_list().is_empty());
+
+        conntrack_insert(&lines);
+        let (out, theirs) = timed(|| {
+            Command::new("conntrack")
+                .args(["-D", "-p", "tcp", "--dport", "80"])
+                .output()
+                .unwrap()
+        });
+        assert!(out.status.success());
+        assert!(conntrack_list().is_empty());
+        eprintln!("20k states: kill_states {ours:?}; conntrack -D {theirs:?}");
+        if cfg!(debug_assertions) {
+            eprintln!("debug build: kill_states vs conntrack -D compared only with --release");
+        } else {
+            assert!(
+                ours < theirs,
+                "kill_states {ours:?} is slower than conntrack -D {theirs:?}"
+            );
+        }
+    });
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A host for traffic tests: a thread in a network namespace of its own that runs closures on
+/// request (sockets it creates stay in its namespace wherever they are used later).
+struct Host {
+    jobs: Option<mpsc::Sender<Job>>,
+    tid: i32,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Host {
+    fn new() -> Host {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            enter_new_netns();
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            for job in rx {
+                job();
+            }
+        });
+        let tid = tid_rx.recv().expect("host thread started");
+        Host {
+            jobs: Some(jobs),
+            tid,
+            thread: Some(thread),
+        }
+    }
+
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        self.jobs
+            .as_ref()
+            .unwrap()
+            .send(job)
+            .expect("host thread alive");
+        match rx.recv().expect("host thread answered") {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A line server: answers every line with `name`, on every connection.
+fn serve(addr: &str, name: &'static str) {
+    let listener = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                for line in BufReader::new(conn).lines() {
+                    if line.is_err() || writeln!(w, "{name}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn connect(addr: &str) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    Ok(s)
+}
+
+/// Sends a line on `s`, returns the answer line (an error on reset, EOF or timeout).
+fn ask(s: &mut TcpStream, line: &str) -> std::io::Result<String> {
+    writeln!(s, "{line}")?;
+    let mut answer = String::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ if byte[0] == b'\n' => return Ok(answer),
+            _ => answer.push(byte[0] as char),
+        }
+    }
+}
+
+fn host_loose() -> String {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_loose").unwrap_or_default()
+}
+
+/// The whole on/off cycle with real TCP clients, under one nf_conntrack_tcp_loose setting.
+fn clients_move_both_ways(loose: u8) {
+    if !have_root() {
+        return;
+    }
+    let host_before = host_loose();
+    let server = Host::new();
+    let client = Host::new();
+    let client_tid = client.tid.to_string();
+    server.run(move || {
+        run("sysctl", &["-qw", &format!("net.netfilter.nf_conntrack_tcp_loose={loose}")]);
+        run("ip", &["link", "add", "veth0", "type", "veth", "peer", "name", "veth1"]);
+        run("ip", &["link", "set", "veth1", "netns", &client_tid]);
+        run("ip", &["addr", "add", "192.0.2.1/24", "dev", "veth0"]);
+        run("ip", &["-6", "addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"]);
+        run("ip", &["link", "set", "veth0", "up"]);
+        // As on any real host, something already tracks connections, so the ones opened
+        // before maint's table exist have conntrack entries to kill.
+        nft_load("table inet other { chain c { type filter hook prerouting priority 0; ct state established accept\n}\n}");
+        serve("[::]:80", "APP");
+        serve("[::]:8503", "MAINT");
+    });
+    client.run(|| {
+        run("ip", &["addr", "add", "192.0.2.2/24", "dev", "veth1"]);
+        run(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                "2001:db8::2/64",
+                "dev",
+                "veth1",
+                "nodad",
+            ],
+        );
+        run("ip", &["link", "set", "veth1", "up"]);
+    });
+
+    let mut old = client.run(|| connect("192.0.2.1:80")).unwrap();
+    assert_eq!(ask(&mut old, "hello").unwrap(), "APP");
+
+    let policy = Policy::new(
+        maint_backends::everything(),
+        nets(&["2001:db8::2/128"]),
+        [PortMap {
+            public: 80,
+            server: 8503,
+        }],
+        Some(now() + 600),
+    );
+    let p = policy.clone();
+    let killed = server.run(move || {
+        let b = backend();
+        b.apply(&p).unwrap();
+        b.kill_states(&p, StateTarget::App).unwrap()
+    });
+    assert_eq!(killed, 1, "the open keep-alive connection to the app");
+    // Its next segment meets either the redirect (loose=1: picked up mid-stream, NATed to the
+    // server port, reset there) or the INVALID reset rule (loose=0); never the app.
+    let after = ask(&mut old, "still there?");
+    assert!(
+        after.is_err(),
+        "loose={loose}: old connection still reaches {after:?}"
+    );
+
+    let mut m = client.run(|| connect("192.0.2.1:80")).unwrap();
+    assert_eq!(ask(&mut m, "hello").unwrap(), "MAINT");
+    let mut excepted = client.run(|| connect("[2001:db8::1]:80")).unwrap();
+    assert_eq!(ask(&mut excepted, "hello").unwrap(), "APP");
+    // The maintenance server's own port is closed to the network...
+    assert!(client.run(|| connect("192.0.2.1:8503")).is_err());
+    assert!(client.run(|| connect("[2001:db8::1]:8503")).is_err());
+    // ...but open to the host itself.
+    let mut local = server.run(|| connect("127.0.0.1:8503")).unwrap();
+    assert_eq!(ask(&mut local, "hello").unwrap(), "MAINT");
+
+    let p = policy.clone();
+    let killed = server.run(move || {
+        let b = backend();
+        assert!(b.clear().unwrap());
+        b.kill_states(&p, StateTarget::Server).unwrap()
+    });
+    assert_eq!(
+        killed, 1,
+        "the client's connection to the maintenance server"
+    );
+    assert!(ask(&mut m, "still there?").is_err());
+    let mut back = client.run(|| connect("192.0.2.1:80")).unwrap();
+    assert_eq!(ask(&mut back, "hello").unwrap(), "APP");
+
+    drop((server, client));
+    assert_eq!(
+        host_loose(),
+        host_before,
+        "the host's sysctl must not change"
+    );
+}
+
+#[test]
+fn clients_move_both_ways_with_loose_tcp_tracking() {
+    clients_move_both_ways(1);
+}
+
+#[test]
+fn clients_move_both_ways_with_strict_tcp_tracking() {
+    clients_move_both_ways(0);
 }

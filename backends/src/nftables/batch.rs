@@ -340,11 +340,11 @@ pub fn apply(
 
 /// maint's two base chains.
 pub fn chains(table: &nftnl::Table) -> Vec<Chain<'_>> {
-    let mut pre = Chain::new(&CString::new(PREROUTING).expect("no NUL"), table);
+    let mut pre = Chain::new(CString::new(PREROUTING).expect("no NUL"), table);
     pre.set_hook(Hook::PreRouting, PREROUTING_PRIORITY);
     pre.set_type(ChainType::Nat);
     pre.set_policy(nftnl::Policy::Accept);
-    let mut input = Chain::new(&CString::new(INPUT).expect("no NUL"), table);
+    let mut input = Chain::new(CString::new(INPUT).expect("no NUL"), table);
     input.set_hook(Hook::In, INPUT_PRIORITY);
     input.set_type(ChainType::Filter);
     input.set_policy(nftnl::Policy::Accept);
