@@ -87,6 +87,15 @@ pub enum Command {
     /// Started as root, it binds its ports and reads its files, then runs as the configured
     /// unprivileged user. SIGHUP reloads the page and config; SIGTERM drains and exits.
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    ///
+    /// Example: maint completions bash > /etc/bash_completion.d/maint
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout. Example: maint man | man -l -
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +109,12 @@ pub struct OnArgs {
     pub except: Vec<String>,
 
     /// End maintenance by itself after this long (e.g. 30m, 2h, 1h30m).
-    #[arg(long = "for", value_name = "DURATION", conflicts_with = "until", allow_hyphen_values = true)]
+    #[arg(
+        long = "for",
+        value_name = "DURATION",
+        conflicts_with = "until",
+        allow_hyphen_values = true
+    )]
     pub for_: Option<String>,
 
     /// End maintenance by itself at this time (e.g. 2026-12-01T02:00 local, or RFC 3339).

@@ -192,7 +192,12 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             // Linux has /run; the BSDs keep runtime state in /var/run.
-            state_dir: if cfg!(target_os = "linux") { "/run/maint" } else { "/var/run/maint" }.into(),
+            state_dir: if cfg!(target_os = "linux") {
+                "/run/maint"
+            } else {
+                "/var/run/maint"
+            }
+            .into(),
             control_socket: None,
             pid_file: None,
         }
@@ -227,12 +232,18 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) => {
-                tracing::debug!("no config file at {}, using built-in defaults", path.display());
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) =>
+            {
+                tracing::debug!(
+                    "no config file at {}, using built-in defaults",
+                    path.display()
+                );
                 return Ok(Config::default());
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot read config file {}", path.display()))
+                return Err(e)
+                    .with_context(|| format!("cannot read config file {}", path.display()))
             }
         };
         Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
@@ -258,13 +269,19 @@ impl Config {
             );
         }
         if s.max_header_bytes < 8192 {
-            bail!("server.max_header_bytes is {}: it must be at least 8192", s.max_header_bytes);
+            bail!(
+                "server.max_header_bytes is {}: it must be at least 8192",
+                s.max_header_bytes
+            );
         }
         if s.max_connections == 0 {
             bail!("server.max_connections must be at least 1");
         }
         if !(100..=599).contains(&self.page.status) {
-            bail!("page.status is {}: it must be an HTTP status between 100 and 599", self.page.status);
+            bail!(
+                "page.status is {}: it must be an HTTP status between 100 and 599",
+                self.page.status
+            );
         }
         let f = &self.firewall;
         for port in f.http_ports.iter().chain(&f.https_ports) {
@@ -272,7 +289,9 @@ impl Config {
                 bail!("firewall ports must be non-zero");
             }
             if [s.http_port, s.https_port].contains(port) {
-                bail!("firewall port {port} is also a server port: a redirect onto itself would loop");
+                bail!(
+                    "firewall port {port} is also a server port: a redirect onto itself would loop"
+                );
             }
         }
         if let Some(p) = f.http_ports.iter().find(|p| f.https_ports.contains(p)) {
@@ -280,7 +299,10 @@ impl Config {
         }
         if f.table.is_empty()
             || f.table.len() > 32
-            || !f.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !f
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             bail!(
                 "firewall.table {:?} is not a usable name: use 1-32 letters, digits, '_' or '-'",
@@ -304,8 +326,9 @@ impl Config {
 /// Durations are written as humans do: "10s", "1m30s".
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}")))
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like \"10s\": {e}"))
+    })
 }
 
 #[cfg(test)]
@@ -338,7 +361,20 @@ mod tests {
     fn bad_alias_entry_is_named() {
         let err = Config::parse("[aliases]\noffice = [\"203.0.113.0/33\"]\n").unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("office") && msg.contains("203.0.113.0/33"), "{msg}");
+        assert!(
+            msg.contains("office") && msg.contains("203.0.113.0/33"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid_and_shows_the_defaults() {
+        let example = Config::parse(include_str!("../conf/maint.toml")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(example.server.http_port, defaults.server.http_port);
+        assert_eq!(example.server.idle_timeout, defaults.server.idle_timeout);
+        assert_eq!(example.page.reason, defaults.page.reason);
+        assert_eq!(example.firewall.https_ports, defaults.firewall.https_ports);
     }
 
     #[test]

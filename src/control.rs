@@ -75,7 +75,10 @@ pub fn ask(socket: &Path, request: &Request) -> Result<ServerStatus, ControlErro
         }
         Err(e) => {
             return Err(anyhow::Error::from(e)
-                .context(format!("cannot connect to control socket {}", socket.display()))
+                .context(format!(
+                    "cannot connect to control socket {}",
+                    socket.display()
+                ))
                 .into())
         }
     };

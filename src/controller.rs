@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
-use maint_backends::{Backend, BackendError, Kind, Options, PortMap, Policy, StateTarget};
+use maint_backends::{Backend, BackendError, Kind, Options, Policy, PortMap, StateTarget};
 use serde::Serialize;
 
 use crate::cli::{OffArgs, OnArgs};
@@ -145,18 +145,29 @@ impl Controller {
         let aliases = &self.config.aliases;
         let src = sources::resolve(&source_tokens, aliases).map_err(|e| Fail::Input(e.into()))?;
         let exc = sources::resolve(&args.except, aliases).map_err(|e| Fail::Input(e.into()))?;
-        let until = sources::window_end(args.for_.as_deref(), args.until.as_deref(), SystemTime::now())
-            .map_err(|e| Fail::Input(e.into()))?;
+        let until = sources::window_end(
+            args.for_.as_deref(),
+            args.until.as_deref(),
+            SystemTime::now(),
+        )
+        .map_err(|e| Fail::Input(e.into()))?;
         if let Some(r) = &args.reason {
             if r.len() > 1000 {
-                return Err(Fail::Input(anyhow!("--reason is {} bytes long; keep it under 1000", r.len())));
+                return Err(Fail::Input(anyhow!(
+                    "--reason is {} bytes long; keep it under 1000",
+                    r.len()
+                )));
             }
         }
         let mut warnings = src.warnings;
         warnings.extend(exc.warnings);
         let ports = self.ports(&mut warnings);
         let policy = Policy::new(src.prefixes, exc.prefixes, ports, until);
-        if policy.sources.iter().all(|s| policy.exceptions.iter().any(|e| e.contains(s))) {
+        if policy
+            .sources
+            .iter()
+            .all(|s| policy.exceptions.iter().any(|e| e.contains(s)))
+        {
             warnings.push("every source is excepted: nobody will see the maintenance page".into());
         }
         warnings.extend(ssh_warning(&policy));
@@ -192,10 +203,12 @@ impl Controller {
             tracing::warn!("{e:#}; replacing it");
             None
         });
-        outcome.warnings.extend(backend.preflight().map_err(|e| match e {
-            BackendError::NotReady { .. } => Fail::Input(e.into()),
-            e => Fail::Failed(e.into()),
-        })?);
+        outcome
+            .warnings
+            .extend(backend.preflight().map_err(|e| match e {
+                BackendError::NotReady { .. } => Fail::Input(e.into()),
+                e => Fail::Failed(e.into()),
+            })?);
 
         // 3. Health gate: never redirect visitors into a void.
         let reason = args.reason.clone();
@@ -206,7 +219,9 @@ impl Controller {
         let spawned = match self.ensure_server(&window) {
             Ok(spawned) => spawned,
             Err(e) if args.force => {
-                outcome.warnings.push(format!("{e:#}; applying anyway because of --force"));
+                outcome
+                    .warnings
+                    .push(format!("{e:#}; applying anyway because of --force"));
                 None
             }
             Err(e) => return Err(Fail::Unhealthy(e)),
@@ -216,7 +231,10 @@ impl Controller {
 
         // 4. The firewall, atomically, only if it differs.
         let current = backend.current().unwrap_or_else(|e| {
-            tracing::warn!("cannot read the current {} state ({e}); replacing it", backend.name());
+            tracing::warn!(
+                "cannot read the current {} state ({e}); replacing it",
+                backend.name()
+            );
             None
         });
         if current.as_ref() != Some(&policy) {
@@ -246,7 +264,9 @@ impl Controller {
             reason,
             spawned_server,
         };
-        if previous.as_ref().map(|p| (&p.sources, &p.exceptions, &p.reason))
+        if previous
+            .as_ref()
+            .map(|p| (&p.sources, &p.exceptions, &p.reason))
             != Some((&record.sources, &record.exceptions, &record.reason))
         {
             outcome.changed = true;
@@ -277,7 +297,9 @@ impl Controller {
         });
         if let Some(at) = args.scheduled {
             if record.as_ref().and_then(|r| r.policy.until) != Some(at) {
-                tracing::info!("the window ending at {at} was replaced; leaving maintenance as it is");
+                tracing::info!(
+                    "the window ending at {at} was replaced; leaving maintenance as it is"
+                );
                 return Ok(self.outcome_unchanged(record.as_ref()));
             }
         }
@@ -289,7 +311,10 @@ impl Controller {
         };
         let backend = self.open_backend(kind, &table)?;
         let current = backend.current().unwrap_or_else(|e| {
-            warnings.push(format!("cannot read maint's {} state ({e}); removing it anyway", backend.name()));
+            warnings.push(format!(
+                "cannot read maint's {} state ({e}); removing it anyway",
+                backend.name()
+            ));
             None
         });
         let mut outcome = Outcome {
@@ -348,7 +373,9 @@ impl Controller {
             sources: record.map(|r| r.sources.clone()).unwrap_or_default(),
             exceptions: record.map(|r| r.exceptions.clone()).unwrap_or_default(),
             ports: record.map(|r| r.policy.ports.clone()).unwrap_or_default(),
-            until: record.and_then(|r| r.policy.until).map(crate::server::page::rfc3339),
+            until: record
+                .and_then(|r| r.policy.until)
+                .map(crate::server::page::rfc3339),
             reason: record.and_then(|r| r.reason.clone()),
             states_killed: 0,
             server_started: None,
@@ -397,10 +424,17 @@ impl Controller {
             .stderr(log);
         // Its own session, so it outlives this command and a closing terminal.
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
         }
         let child = cmd.spawn().context("cannot start the maintenance server")?;
-        tracing::info!(pid = child.id(), "started a maintenance server in the background");
+        tracing::info!(
+            pid = child.id(),
+            "started a maintenance server in the background"
+        );
         Ok(child.id())
     }
 
@@ -415,9 +449,14 @@ impl Controller {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
         }
-        cmd.spawn().context("cannot schedule the end of the window")?;
+        cmd.spawn()
+            .context("cannot schedule the end of the window")?;
         Ok(())
     }
 
@@ -453,8 +492,12 @@ impl Controller {
             ),
             _ => {}
         }
-        let policy = current.clone().or_else(|| record.as_ref().map(|r| r.policy.clone()));
-        let expired = policy.as_ref().is_some_and(|p| p.expired_at(SystemTime::now()));
+        let policy = current
+            .clone()
+            .or_else(|| record.as_ref().map(|r| r.policy.clone()));
+        let expired = policy
+            .as_ref()
+            .is_some_and(|p| p.expired_at(SystemTime::now()));
         let server = match control::ask(&paths.control_socket(), &Request::Status) {
             Ok(s) => {
                 let healthy = probe_http(&self.config, &s).is_ok();
@@ -467,13 +510,30 @@ impl Controller {
             expired,
             backend: backend.name(),
             table,
-            sources: record.as_ref().map(|r| r.sources.clone()).unwrap_or_default(),
-            exceptions: record.as_ref().map(|r| r.exceptions.clone()).unwrap_or_default(),
-            source_prefixes: policy.as_ref().map(|p| p.sources.iter().map(|n| n.to_string()).collect()).unwrap_or_default(),
-            exception_prefixes: policy.as_ref().map(|p| p.exceptions.iter().map(|n| n.to_string()).collect()).unwrap_or_default(),
+            sources: record
+                .as_ref()
+                .map(|r| r.sources.clone())
+                .unwrap_or_default(),
+            exceptions: record
+                .as_ref()
+                .map(|r| r.exceptions.clone())
+                .unwrap_or_default(),
+            source_prefixes: policy
+                .as_ref()
+                .map(|p| p.sources.iter().map(|n| n.to_string()).collect())
+                .unwrap_or_default(),
+            exception_prefixes: policy
+                .as_ref()
+                .map(|p| p.exceptions.iter().map(|n| n.to_string()).collect())
+                .unwrap_or_default(),
             ports: policy.as_ref().map(|p| p.ports.clone()).unwrap_or_default(),
-            since: record.as_ref().map(|r| crate::server::page::rfc3339(r.since)),
-            until: policy.as_ref().and_then(|p| p.until).map(crate::server::page::rfc3339),
+            since: record
+                .as_ref()
+                .map(|r| crate::server::page::rfc3339(r.since)),
+            until: policy
+                .as_ref()
+                .and_then(|p| p.until)
+                .map(crate::server::page::rfc3339),
             reason: record.as_ref().and_then(|r| r.reason.clone()),
             server,
             drift,
@@ -481,7 +541,10 @@ impl Controller {
     }
 
     pub fn check(&self) -> Result<Vec<Finding>> {
-        let mut out = vec![Finding::ok(format!("config {} is valid", self.config_path.display()))];
+        let mut out = vec![Finding::ok(format!(
+            "config {} is valid",
+            self.config_path.display()
+        ))];
         let kind = self.backend_kind()?;
         let backend = self.open_backend(kind, &self.config.firewall.table)?;
         match backend.preflight() {
@@ -495,13 +558,20 @@ impl Controller {
         let ports = self.ports(&mut warnings);
         out.push(Finding::ok(format!(
             "redirects: {}",
-            ports.iter().map(|p| format!("{}→{}", p.public, p.server)).collect::<Vec<_>>().join(", ")
+            ports
+                .iter()
+                .map(|p| format!("{}→{}", p.public, p.server))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
         out.extend(warnings.into_iter().map(Finding::warn));
         out.extend(crate::server::tls::check(&self.config.tls));
         match control::ask(&self.config.paths.control_socket(), &Request::Status) {
             Ok(s) => match probe_http(&self.config, &s) {
-                Ok(()) => out.push(Finding::ok(format!("maintenance server (pid {}) answers on port {}", s.pid, s.http_port))),
+                Ok(()) => out.push(Finding::ok(format!(
+                    "maintenance server (pid {}) answers on port {}",
+                    s.pid, s.http_port
+                ))),
                 Err(e) => out.push(Finding::fail(format!("{e:#}"))),
             },
             Err(ControlError::NotRunning(_)) => out.push(Finding::warn(
@@ -546,18 +616,31 @@ pub struct Finding {
 
 impl Finding {
     pub fn ok(message: String) -> Self {
-        Finding { level: "ok", message }
+        Finding {
+            level: "ok",
+            message,
+        }
     }
     pub fn warn(message: String) -> Self {
-        Finding { level: "warn", message }
+        Finding {
+            level: "warn",
+            message,
+        }
     }
     pub fn fail(message: String) -> Self {
-        Finding { level: "fail", message }
+        Finding {
+            level: "fail",
+            message,
+        }
     }
 }
 
 fn join(ports: &[u16]) -> String {
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Rule 1: SSH is never redirected, but an operator whose own address is covered will see the
@@ -579,7 +662,10 @@ fn wait_for_server(socket: &Path, pid: u32, log: &Path) -> anyhow::Result<Server
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() > deadline => {
                 return Err(anyhow!("{e}")).with_context(|| {
-                    format!("the maintenance server (pid {pid}) did not come up within 10 s; see {}", log.display())
+                    format!(
+                        "the maintenance server (pid {pid}) did not come up within 10 s; see {}",
+                        log.display()
+                    )
                 })
             }
             Err(_) => {}
@@ -595,7 +681,12 @@ fn wait_for_server(socket: &Path, pid: u32, log: &Path) -> anyhow::Result<Server
             )
         {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
             return Err(anyhow!(
                 "the maintenance server exited at start-up: {last} (full log: {})",
                 log.display()
@@ -623,13 +714,19 @@ pub fn probe_http(config: &Config, status: &ServerStatus) -> anyhow::Result<()> 
     let attempt = || -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"HEAD /maint-health-check HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        s.write_all(
+            b"HEAD /maint-health-check HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )?;
         let mut head = String::new();
         s.take(8192).read_to_string(&mut head)?;
         Ok(head)
     };
-    let head = attempt().with_context(|| format!("the maintenance server does not answer HTTP on {addr}"))?;
-    if !head.to_ascii_lowercase().contains(crate::server::page::MARKER) {
+    let head = attempt()
+        .with_context(|| format!("the maintenance server does not answer HTTP on {addr}"))?;
+    if !head
+        .to_ascii_lowercase()
+        .contains(crate::server::page::MARKER)
+    {
         return Err(anyhow!(
             "something answers on {addr}, but it is not maint's maintenance server"
         ));

@@ -46,6 +46,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<u8, Fail> {
+    // Documentation needs no config.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "maint", &mut std::io::stdout());
+            return Ok(exit::OK);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Fail::Failed(e.into()))?;
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
     // `off` must work with a broken config: it falls back to defaults and the state record.
     let config = match (Config::load(&cli.config), &cli.command) {
         (Ok(c), _) => c,
@@ -78,8 +94,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Check => {
             let findings = Controller::new(config, cli.config.clone()).check()?;
             output::findings(cli.json, &findings);
-            Ok(if findings.iter().any(|f| f.level == "fail") { exit::FAILED } else { exit::OK })
+            Ok(if findings.iter().any(|f| f.level == "fail") {
+                exit::FAILED
+            } else {
+                exit::OK
+            })
         }
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 

@@ -7,7 +7,10 @@ use serde::Serialize;
 use crate::controller::{Finding, Outcome, StatusReport};
 
 fn print_json<T: Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("plain data serialises"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("plain data serialises")
+    );
 }
 
 fn warn_all(warnings: &[String]) {
@@ -29,7 +32,10 @@ pub fn outcome(json: bool, verb: &str, o: &Outcome) {
         return print_json(o);
     }
     if let Some(rules) = &o.ruleset {
-        println!("# maint {verb} --dry-run: nothing was changed; {} would load:", o.backend);
+        println!(
+            "# maint {verb} --dry-run: nothing was changed; {} would load:",
+            o.backend
+        );
         print!("{rules}");
         if !rules.ends_with('\n') {
             println!();
@@ -43,7 +49,11 @@ pub fn outcome(json: bool, verb: &str, o: &Outcome) {
         ("on", changed) => {
             let mut line = format!(
                 "maintenance {} for {}",
-                if changed { "on" } else { "already on (no change)" },
+                if changed {
+                    "on"
+                } else {
+                    "already on (no change)"
+                },
                 o.sources.join(", ")
             );
             if !o.exceptions.is_empty() {
@@ -55,13 +65,19 @@ pub fn outcome(json: bool, verb: &str, o: &Outcome) {
             }
             println!("{line}");
             if o.states_killed > 0 {
-                println!("moved {} open connection(s) to the maintenance page", o.states_killed);
+                println!(
+                    "moved {} open connection(s) to the maintenance page",
+                    o.states_killed
+                );
             }
         }
         (_, true) => {
             println!("maintenance off: clients reach the app again");
             if o.states_killed > 0 {
-                println!("moved {} open connection(s) back to the app", o.states_killed);
+                println!(
+                    "moved {} open connection(s) back to the app",
+                    o.states_killed
+                );
             }
             if let Some(pid) = o.server_stopped {
                 println!("stopped the maintenance server maint had started (pid {pid})");
@@ -83,9 +99,17 @@ pub fn status(json: bool, r: &StatusReport) {
     println!("maintenance: {state}");
     println!("backend:     {} ({})", r.backend, r.table);
     if !r.sources.is_empty() || !r.source_prefixes.is_empty() {
-        println!("sources:     {} ({} prefixes)", r.sources.join(", "), r.source_prefixes.len());
+        println!(
+            "sources:     {} ({} prefixes)",
+            r.sources.join(", "),
+            r.source_prefixes.len()
+        );
         if !r.exceptions.is_empty() || !r.exception_prefixes.is_empty() {
-            println!("except:      {} ({} prefixes)", r.exceptions.join(", "), r.exception_prefixes.len());
+            println!(
+                "except:      {} ({} prefixes)",
+                r.exceptions.join(", "),
+                r.exception_prefixes.len()
+            );
         }
         println!("ports:       {}", ports(&r.ports));
     }
@@ -102,7 +126,11 @@ pub fn status(json: bool, r: &StatusReport) {
         Some(s) => println!(
             "server:      pid {}, {}, port {}; {} requests served, {} open connections",
             s.status.pid,
-            if s.healthy { "healthy" } else { "NOT answering HTTP" },
+            if s.healthy {
+                "healthy"
+            } else {
+                "NOT answering HTTP"
+            },
             s.status.http_port,
             s.status.requests,
             s.status.connections

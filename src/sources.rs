@@ -79,7 +79,9 @@ pub fn resolve(
             }
         } else {
             let net = parse_prefix(token).map_err(|why| {
-                let looks_like_name = token.chars().all(|c| c.is_alphanumeric() || "_-".contains(c));
+                let looks_like_name = token
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "_-".contains(c));
                 let why = if looks_like_name {
                     let known = if aliases.is_empty() {
                         "no aliases are defined in the config".to_string()
@@ -105,7 +107,8 @@ pub fn resolve(
                 );
             } else if net.prefix_len() == 0 {
                 out.warnings.push(
-                    "::/0 covers IPv6 only; IPv4 clients are not redirected (use `all` for both)".into(),
+                    "::/0 covers IPv6 only; IPv4 clients are not redirected (use `all` for both)"
+                        .into(),
                 );
             }
             out.prefixes.push(net);
@@ -127,7 +130,9 @@ pub fn window_end(
                 why,
             };
             if text.trim_start().starts_with('-') {
-                return Err(bad("a window cannot end in the past; give a positive duration like 30m".into()));
+                return Err(bad(
+                    "a window cannot end in the past; give a positive duration like 30m".into(),
+                ));
             }
             let d = humantime::parse_duration(text.trim())
                 .map_err(|e| bad(format!("{e}; write a duration like 30m, 2h or 1h30m")))?;
@@ -142,7 +147,9 @@ pub fn window_end(
                 why,
             };
             let at = parse_time(text.trim()).map_err(|e| {
-                bad(format!("{e}; write a time like 2026-12-01T02:00 (local) or 2026-12-01T02:00:00Z"))
+                bad(format!(
+                    "{e}; write a time like 2026-12-01T02:00 (local) or 2026-12-01T02:00:00Z"
+                ))
             })?;
             if at <= now {
                 return Err(bad("that time is already past".into()));
@@ -185,11 +192,20 @@ mod tests {
 
     #[test]
     fn all_alias_cidr_and_bare_address() {
-        let r = resolve(&toks(&["office", "198.51.100.7", "192.0.2.9/24"]), &aliases()).unwrap();
-        let want: Vec<IpNet> = ["203.0.113.0/24", "2001:db8:1::/48", "198.51.100.7/32", "192.0.2.0/24"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let r = resolve(
+            &toks(&["office", "198.51.100.7", "192.0.2.9/24"]),
+            &aliases(),
+        )
+        .unwrap();
+        let want: Vec<IpNet> = [
+            "203.0.113.0/24",
+            "2001:db8:1::/48",
+            "198.51.100.7/32",
+            "192.0.2.0/24",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         assert_eq!(r.prefixes, want);
         let all = resolve(&toks(&["all"]), &aliases()).unwrap();
         assert_eq!(all.prefixes, maint_backends::everything());
@@ -204,11 +220,23 @@ mod tests {
 
     #[test]
     fn bad_tokens_are_named() {
-        let e = resolve(&toks(&["198.51.100.0/33"]), &aliases()).unwrap_err().to_string();
-        assert!(e.contains("198.51.100.0/33") && e.contains("out of range"), "{e}");
-        let e = resolve(&toks(&["offce"]), &aliases()).unwrap_err().to_string();
-        assert!(e.contains("offce") && e.contains("known aliases: office"), "{e}");
-        let e = resolve(&toks(&["198.51.100.300"]), &aliases()).unwrap_err().to_string();
+        let e = resolve(&toks(&["198.51.100.0/33"]), &aliases())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("198.51.100.0/33") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = resolve(&toks(&["offce"]), &aliases())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("offce") && e.contains("known aliases: office"),
+            "{e}"
+        );
+        let e = resolve(&toks(&["198.51.100.300"]), &aliases())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("198.51.100.300"), "{e}");
     }
 
@@ -216,7 +244,10 @@ mod tests {
     fn windows() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(window_end(Some("30m"), None, now).unwrap(), Some(1_001_800));
-        assert!(window_end(Some("-5m"), None, now).unwrap_err().to_string().contains("-5m"));
+        assert!(window_end(Some("-5m"), None, now)
+            .unwrap_err()
+            .to_string()
+            .contains("-5m"));
         assert!(window_end(Some("soon"), None, now).is_err());
         assert_eq!(
             window_end(None, Some("2026-12-01T02:00:00Z"), now).unwrap(),

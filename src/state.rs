@@ -35,7 +35,9 @@ pub fn load(path: &Path) -> Result<Option<Record>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read state record {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read state record {}", path.display()))
+        }
     };
     serde_json::from_str(&text)
         .map(Some)
@@ -77,7 +79,8 @@ pub fn lock(path: &Path) -> Result<Lock> {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             tracing::info!("another maint is running; waiting for it to finish");
-            f.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+            f.lock()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()))

@@ -50,7 +50,12 @@ impl Pf {
     }
 
     fn maint(&self, args: &[&str]) -> Output {
-        std::process::Command::new(maint_bin()).arg("--config").arg(&self.config).args(args).output().unwrap()
+        std::process::Command::new(maint_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -66,7 +71,10 @@ impl Pf {
         let path = self.dir.path().join("log");
         let log = std::fs::read_to_string(&path).unwrap_or_default();
         std::fs::write(&path, "").unwrap();
-        log.lines().filter_map(|l| l.strip_prefix("$ ")).map(str::to_string).collect()
+        log.lines()
+            .filter_map(|l| l.strip_prefix("$ "))
+            .map(str::to_string)
+            .collect()
     }
 
     fn anchor_rules(&self) -> String {
@@ -90,11 +98,11 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
     assert_eq!(
         pf.calls(),
         [
-            "pfctl -s info",             // preflight: pf enabled?
-            "pfctl -s rules",            // preflight: `anchor "maint"` in the main ruleset?
-            "pfctl -a maint -s rules",   // current: nothing yet
-            "pfctl -a maint -f -",       // apply: rules and table in one transaction
-            "pfctl -s states",           // kill states of matched clients still on the app
+            "pfctl -s info",           // preflight: pf enabled?
+            "pfctl -s rules",          // preflight: `anchor "maint"` in the main ruleset?
+            "pfctl -a maint -s rules", // current: nothing yet
+            "pfctl -a maint -f -",     // apply: rules and table in one transaction
+            "pfctl -s states",         // kill states of matched clients still on the app
         ]
     );
     let rules = pf.anchor_rules();
@@ -103,15 +111,28 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
     let again = pf.json(&["on", "--except", "office"]);
     assert_eq!(again["changed"], false, "{again}");
     let calls = pf.calls();
-    assert!(!calls.iter().any(|c| c.contains("-f -")), "no reload when nothing changed: {calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.contains("-f -")),
+        "no reload when nothing changed: {calls:?}"
+    );
 
     let off = pf.json(&["off"]);
     assert_eq!(off["changed"], true);
     let calls = pf.calls();
-    assert!(calls.ends_with(&["pfctl -a maint -F rules".into(), "pfctl -a maint -F Tables".into(), "pfctl -k label -k maint-redirect".into()]), "{calls:?}");
+    assert!(
+        calls.ends_with(&[
+            "pfctl -a maint -F rules".into(),
+            "pfctl -a maint -F Tables".into(),
+            "pfctl -k label -k maint-redirect".into()
+        ]),
+        "{calls:?}"
+    );
     assert!(pf.anchor_rules().trim().is_empty());
     // Nothing outside maint's anchor was touched.
-    assert_eq!(std::fs::read_to_string(pf.dir.path().join("main.conf")).unwrap(), MAIN_RULES);
+    assert_eq!(
+        std::fs::read_to_string(pf.dir.path().join("main.conf")).unwrap(),
+        MAIN_RULES
+    );
 }
 
 #[test]
@@ -128,23 +149,43 @@ fn on_kills_only_matched_app_states_and_off_kills_redirected_ones() {
     let on = pf.json(&["on", "--except", "office"]);
     assert_eq!(on["states_killed"], 1, "{on}");
     let calls = pf.calls();
-    assert!(calls.iter().any(|c| c.starts_with("pfctl -k key -k") && c.contains("198.51.100.7:51000")), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("pfctl -k key -k") && c.contains("198.51.100.7:51000")),
+        "{calls:?}"
+    );
     let left = std::fs::read_to_string(pf.dir.path().join("states")).unwrap();
-    assert!(left.contains("203.0.113.9:52000") && left.contains(":22 <- 198.51.100.7"), "office and SSH stay: {left}");
+    assert!(
+        left.contains("203.0.113.9:52000") && left.contains(":22 <- 198.51.100.7"),
+        "office and SSH stay: {left}"
+    );
 }
 
 #[test]
 fn missing_anchor_line_is_refused_with_the_line_to_add() {
-    let pf = Pf::new("pass out all flags S/SA\npass in proto tcp from any to any port = 80 flags S/SA\n");
+    let pf = Pf::new(
+        "pass out all flags S/SA\npass in proto tcp from any to any port = 80 flags S/SA\n",
+    );
     let out = pf.maint(&["on"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("anchor \"maint\"") && err.contains("/etc/pf.conf"), "{err}");
-    assert!(!pf.calls().iter().any(|c| c.contains("-f -")), "nothing loaded");
+    assert!(
+        err.contains("anchor \"maint\"") && err.contains("/etc/pf.conf"),
+        "{err}"
+    );
+    assert!(
+        !pf.calls().iter().any(|c| c.contains("-f -")),
+        "nothing loaded"
+    );
 
     let check = pf.maint(&["check"]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(stdout(&check).contains("anchor \"maint\""), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("anchor \"maint\""),
+        "{}",
+        stdout(&check)
+    );
 }
 
 #[test]
@@ -161,7 +202,8 @@ fn pfctl_failure_half_way_leaves_the_previous_state() {
     let pf = Pf::new(MAIN_RULES);
     pf.json(&["on", "198.51.100.0/24"]);
     let before = pf.anchor_rules();
-    let table_before = std::fs::read_to_string(pf.dir.path().join("anchors/maint/tables/maint_src")).unwrap();
+    let table_before =
+        std::fs::read_to_string(pf.dir.path().join("anchors/maint/tables/maint_src")).unwrap();
     pf.calls();
     // The load of the new anchor fails inside pfctl.
     std::fs::write(pf.dir.path().join("fail"), "-a maint -f -").unwrap();
@@ -176,7 +218,11 @@ fn pfctl_failure_half_way_leaves_the_previous_state() {
     );
     let status = pf.json(&["status"]);
     assert_eq!(status["active"], true);
-    assert_eq!(status["drift"], serde_json::json!([]), "record still matches the kernel: {status}");
+    assert_eq!(
+        status["drift"],
+        serde_json::json!([]),
+        "record still matches the kernel: {status}"
+    );
     assert_eq!(status["sources"], serde_json::json!(["198.51.100.0/24"]));
 }
 
@@ -189,7 +235,11 @@ fn windows_on_pf_are_closed_by_a_scheduled_off() {
     // pf cannot expire rules; the `maint off --scheduled` that `on` left behind must.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !pf.anchor_rules().trim().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "window not closed: {}", pf.anchor_rules());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "window not closed: {}",
+            pf.anchor_rules()
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(pf.json(&["status"])["active"], false);
@@ -201,6 +251,12 @@ fn dry_run_prints_the_anchor_and_runs_no_pfctl_write() {
     let out = pf.maint(&["on", "--except", "office", "--dry-run"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    assert!(text.contains("table <maint_src>") && text.contains("!203.0.113.0/24"), "{text}");
-    assert!(pf.calls().iter().all(|c| !c.contains("-f") && !c.contains("-k") && !c.contains("-F")));
+    assert!(
+        text.contains("table <maint_src>") && text.contains("!203.0.113.0/24"),
+        "{text}"
+    );
+    assert!(pf
+        .calls()
+        .iter()
+        .all(|c| !c.contains("-f") && !c.contains("-k") && !c.contains("-F")));
 }

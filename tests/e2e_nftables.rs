@@ -22,19 +22,44 @@ fn on_redirects_public_clients_but_not_the_office_over_ipv4_and_ipv6() {
     let on = site.maint_json(&["on", "--except", "office"]);
     assert_eq!(on["changed"], true, "{on}");
     assert_eq!(on["active"], true);
-    assert_eq!(on["server_started"].is_u64(), true, "no server ran, so `on` started one: {on}");
+    assert!(
+        on["server_started"].is_u64(),
+        "no server ran, so `on` started one: {on}"
+    );
 
-    assert!(is_maintenance(&site.get_public(&site.pub4())), "public IPv4 gets the page");
-    assert!(is_maintenance(&site.get_public(&site.pub6())), "public IPv6 gets the page");
-    assert!(is_app(&site.get_office(&site.off4())), "office IPv4 still reaches the app");
-    assert!(is_app(&site.get_office(&site.off6())), "office IPv6 still reaches the app");
+    assert!(
+        is_maintenance(&site.get_public(&site.pub4())),
+        "public IPv4 gets the page"
+    );
+    assert!(
+        is_maintenance(&site.get_public(&site.pub6())),
+        "public IPv6 gets the page"
+    );
+    assert!(
+        is_app(&site.get_office(&site.off4())),
+        "office IPv4 still reaches the app"
+    );
+    assert!(
+        is_app(&site.get_office(&site.off6())),
+        "office IPv6 still reaches the app"
+    );
     // The host itself keeps reaching the app (locally generated traffic is not redirected).
-    let local = site.lab.run(&site.lab.server.ns, &["curl", "-s", "--max-time", "5", "http://198.51.100.1/"]);
+    let local = site.lab.run(
+        &site.lab.server.ns,
+        &["curl", "-s", "--max-time", "5", "http://198.51.100.1/"],
+    );
     assert_eq!(stdout(&local), "APP OK\n");
     // JSON for API clients through the redirect too.
-    let (code, body) = site.get(&site.lab.public.ns, &site.pub4(), &["-H", "Accept: application/json"]);
+    let (code, body) = site.get(
+        &site.lab.public.ns,
+        &site.pub4(),
+        &["-H", "Accept: application/json"],
+    );
     assert_eq!(code, 503);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"], "maintenance");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"],
+        "maintenance"
+    );
 
     // Idempotent: the same `on` again changes nothing and says so.
     let again = site.maint_json(&["on", "--except", "office"]);
@@ -44,21 +69,45 @@ fn on_redirects_public_clients_but_not_the_office_over_ipv4_and_ipv6() {
     assert_eq!(status["active"], true, "{status}");
     assert_eq!(status["backend"], "nftables");
     assert_eq!(status["exceptions"], serde_json::json!(["office"]));
-    assert_eq!(status["source_prefixes"], serde_json::json!(["0.0.0.0/0", "::/0"]));
+    assert_eq!(
+        status["source_prefixes"],
+        serde_json::json!(["0.0.0.0/0", "::/0"])
+    );
     assert_eq!(status["server"]["healthy"], true, "{status}");
-    assert!(status["server"]["requests"].as_u64().unwrap() >= 3, "{status}");
+    assert!(
+        status["server"]["requests"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
     assert_eq!(status["drift"], serde_json::json!([]), "{status}");
 
     let off = site.maint_json(&["off"]);
     assert_eq!(off["changed"], true, "{off}");
-    assert!(off["server_stopped"].is_u64(), "off stops the server on started: {off}");
+    assert!(
+        off["server_stopped"].is_u64(),
+        "off stops the server on started: {off}"
+    );
     assert!(is_app(&site.get_public(&site.pub4())));
     assert!(is_app(&site.get_public(&site.pub6())));
     let after = site.lab.ruleset();
-    assert!(!after.contains("maint"), "off leaves nothing behind: {after}");
-    assert!(after.contains("table inet host_filter") && after.contains("ct state established,related accept"), "the host's own table is untouched: {after}");
-    assert_eq!(site.maint_json(&["off"])["changed"], false, "off twice changes nothing");
-    assert_eq!(host_ruleset(), host_ruleset_before, "the machine's own ruleset is untouched");
+    assert!(
+        !after.contains("maint"),
+        "off leaves nothing behind: {after}"
+    );
+    assert!(
+        after.contains("table inet host_filter")
+            && after.contains("ct state established,related accept"),
+        "the host's own table is untouched: {after}"
+    );
+    assert_eq!(
+        site.maint_json(&["off"])["changed"],
+        false,
+        "off twice changes nothing"
+    );
+    assert_eq!(
+        host_ruleset(),
+        host_ruleset_before,
+        "the machine's own ruleset is untouched"
+    );
 }
 
 /// The maintenance server's own port is not a way in from the network.
@@ -79,11 +128,27 @@ fn server_port_is_not_reachable_directly() {
     }
     // Also with maintenance off, while a server still runs.
     site.maint_ok(&["off"]);
-    let server = site.lab.spawn(&site.lab.server.ns, &[maint_bin(), "--config", site.config.to_str().unwrap(), "serve"]);
-    site.wait_until(|s| s.maint(&["status"]).status.success() && stdout(&s.maint(&["status"])).contains("healthy"));
-    let (code, _) = site.get(&site.lab.office.ns, "http://203.0.113.1:8503/", &["--max-time", "2"]);
-    assert_eq!(code, 0, "server port answered directly with maintenance off");
-    drop(server);
+    site.lab.spawn(
+        &site.lab.server.ns,
+        &[
+            maint_bin(),
+            "--config",
+            site.config.to_str().unwrap(),
+            "serve",
+        ],
+    );
+    site.wait_until(|s| {
+        s.maint(&["status"]).status.success() && stdout(&s.maint(&["status"])).contains("healthy")
+    });
+    let (code, _) = site.get(
+        &site.lab.office.ns,
+        "http://203.0.113.1:8503/",
+        &["--max-time", "2"],
+    );
+    assert_eq!(
+        code, 0,
+        "server port answered directly with maintenance off"
+    );
 }
 
 /// A client with an open keep-alive connection to the app moves to the maintenance page on
@@ -96,7 +161,14 @@ fn open_keepalive_connections_move_over_at_once() {
     for (loose, firewall) in [("1", true), ("0", true), ("1", false)] {
         let site = Site::build("", firewall);
         // The sysctl is per namespace: this sets the test server's, not the machine's.
-        site.lab.exec(&site.lab.server.ns, &["sysctl", "-qw", &format!("net.netfilter.nf_conntrack_tcp_loose={loose}")]);
+        site.lab.exec(
+            &site.lab.server.ns,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.netfilter.nf_conntrack_tcp_loose={loose}"),
+            ],
+        );
         // Start the server first so `on` is quick and the keep-alive connection stays young.
         let (to_client, from_test) = std::sync::mpsc::channel::<()>();
         let (to_test, from_client) = std::sync::mpsc::channel::<Vec<String>>();
@@ -117,16 +189,28 @@ fn open_keepalive_connections_move_over_at_once() {
         assert_eq!(before[0], "APP", "loose={loose} firewall={firewall}");
         let on = site.maint_json(&["on"]);
         if firewall {
-            assert!(on["states_killed"].as_u64().unwrap() >= 1, "loose={loose}: the open connection's state was killed: {on}");
+            assert!(
+                on["states_killed"].as_u64().unwrap() >= 1,
+                "loose={loose}: the open connection's state was killed: {on}"
+            );
         }
         to_client.send(()).unwrap();
         let during = from_client.recv().unwrap();
-        assert_eq!(during[1], "MAINTENANCE", "loose={loose} firewall={firewall}: the kept-alive client must not linger on the app");
+        assert_eq!(
+            during[1], "MAINTENANCE",
+            "loose={loose} firewall={firewall}: the kept-alive client must not linger on the app"
+        );
         let off = site.maint_json(&["off"]);
-        assert!(off["states_killed"].as_u64().unwrap() >= 1, "loose={loose} firewall={firewall}: {off}");
+        assert!(
+            off["states_killed"].as_u64().unwrap() >= 1,
+            "loose={loose} firewall={firewall}: {off}"
+        );
         to_client.send(()).unwrap();
         let after = client.join().unwrap();
-        assert_eq!(after[2], "APP", "loose={loose} firewall={firewall}: back to the app at once after off");
+        assert_eq!(
+            after[2], "APP",
+            "loose={loose} firewall={firewall}: back to the app at once after off"
+        );
     }
 }
 
@@ -144,7 +228,8 @@ impl KeepAlive {
     }
 
     fn get(&mut self) -> std::io::Result<String> {
-        self.conn.write_all(b"GET /cart HTTP/1.1\r\nHost: shop.example\r\n\r\n")?;
+        self.conn
+            .write_all(b"GET /cart HTTP/1.1\r\nHost: shop.example\r\n\r\n")?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16384];
         loop {
@@ -157,10 +242,20 @@ impl KeepAlive {
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap();
                 if body.len() >= len {
-                    return Ok(if body.starts_with("APP OK") { "APP".into() } else if head.contains(" 503 ") { "MAINTENANCE".into() } else { text });
+                    return Ok(if body.starts_with("APP OK") {
+                        "APP".into()
+                    } else if head.contains(" 503 ") {
+                        "MAINTENANCE".into()
+                    } else {
+                        text
+                    });
                 }
             }
         }
@@ -188,9 +283,19 @@ fn window_expires_by_itself() {
     let (code, body) = site.get_public(&site.pub4());
     assert_eq!(code, 503);
     assert!(body.contains("Quick restart"), "the reason is on the page");
-    let head = site.lab.run(&site.lab.public.ns, &["curl", "-sI", "--max-time", "5", &site.pub4()]);
-    let retry = stdout(&head).lines().find(|l| l.to_ascii_lowercase().starts_with("retry-after:")).unwrap_or("").to_string();
-    assert!(retry.contains("GMT"), "the window's end drives Retry-After: {retry}");
+    let head = site.lab.run(
+        &site.lab.public.ns,
+        &["curl", "-sI", "--max-time", "5", &site.pub4()],
+    );
+    let retry = stdout(&head)
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("retry-after:"))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        retry.contains("GMT"),
+        "the window's end drives Retry-After: {retry}"
+    );
     // Kill the server: the kernel alone must end the window.
     site.maint_ok(&["status"]);
     std::thread::sleep(Duration::from_millis(2500));
@@ -210,7 +315,11 @@ fn off_works_with_the_server_dead_and_the_record_corrupt() {
     let on = site.maint_json(&["on", "198.51.100.0/24", "2001:db8:100::/48"]);
     assert!(is_maintenance(&site.get_public(&site.pub4())));
     let pid = on["server_started"].as_u64().expect("a server was started") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     std::fs::write(site.dir.path().join("state/state.json"), "{ not json").unwrap();
     let status = site.maint_json(&["status"]);
     assert!(status["drift"].to_string().contains("corrupt"), "{status}");
@@ -218,13 +327,20 @@ fn off_works_with_the_server_dead_and_the_record_corrupt() {
 
     let off = site.maint(&["off"]);
     assert!(off.status.success(), "{}", stderr(&off));
-    assert!(stderr(&off).contains("corrupt"), "says what it stepped over: {}", stderr(&off));
+    assert!(
+        stderr(&off).contains("corrupt"),
+        "says what it stepped over: {}",
+        stderr(&off)
+    );
     assert!(is_app(&site.get_public(&site.pub4())));
     assert!(is_app(&site.get_public(&site.pub6())));
 
     // And without any config file at all (maint's table has the default name).
     site.maint_ok(&["on", "--force"]);
-    let out = site.lab.run(&site.lab.server.ns, &[maint_bin(), "--config", "/nonexistent/maint.toml", "off"]);
+    let out = site.lab.run(
+        &site.lab.server.ns,
+        &[maint_bin(), "--config", "/nonexistent/maint.toml", "off"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!site.lab.ruleset().contains("table inet maint"));
 }
@@ -240,15 +356,25 @@ fn bad_input_changes_nothing() {
     for (args, token) in [
         (vec!["on", "198.51.100.0/33"], "198.51.100.0/33"),
         (vec!["on", "offce"], "offce"),
-        (vec!["on", "all", "--except", "2001:db8::zz"], "2001:db8::zz"),
+        (
+            vec!["on", "all", "--except", "2001:db8::zz"],
+            "2001:db8::zz",
+        ),
         (vec!["on", "--for", "-5m"], "-5m"),
         (vec!["on", "--for", "soon"], "soon"),
-        (vec!["on", "--until", "2001-01-01T00:00"], "2001-01-01T00:00"),
+        (
+            vec!["on", "--until", "2001-01-01T00:00"],
+            "2001-01-01T00:00",
+        ),
         (vec!["on", "--frobnicate"], "--frobnicate"),
     ] {
         let out = site.maint(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(token), "{args:?} must name {token}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(token),
+            "{args:?} must name {token}: {}",
+            stderr(&out)
+        );
         assert_eq!(site.lab.ruleset(), before, "{args:?} changed the ruleset");
     }
     // A broken config is bad input too.
@@ -268,14 +394,27 @@ fn dry_run_prints_nft_syntax_and_changes_nothing() {
     let before = site.lab.ruleset();
     let out = site.maint_ok(&["on", "--except", "office", "--dry-run"]);
     let text = stdout(&out);
-    assert!(text.contains("table inet maint") && text.contains("redirect to :8503"), "{text}");
+    assert!(
+        text.contains("table inet maint") && text.contains("redirect to :8503"),
+        "{text}"
+    );
     assert!(text.contains("203.0.113.0/24"), "{text}");
     assert_eq!(site.lab.ruleset(), before);
     assert!(is_app(&site.get_public(&site.pub4())));
     // What --dry-run prints is what nft itself would load.
     let rules = site.dir.path().join("dry.nft");
-    std::fs::write(&rules, text.lines().filter(|l| !l.starts_with("# maint")).collect::<Vec<_>>().join("\n")).unwrap();
-    site.lab.exec(&site.lab.server.ns, &["nft", "-c", "-f", rules.to_str().unwrap()]);
+    std::fs::write(
+        &rules,
+        text.lines()
+            .filter(|l| !l.starts_with("# maint"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    site.lab.exec(
+        &site.lab.server.ns,
+        &["nft", "-c", "-f", rules.to_str().unwrap()],
+    );
 }
 
 #[test]
@@ -285,7 +424,17 @@ fn unhealthy_server_blocks_on_unless_forced() {
     }
     // Something else holds the server's port, so no maintenance server can start.
     let site = Site::with_config("[server]\nhttp_port = 8600\n");
-    let _squatter = site.lab.spawn(&site.lab.server.ns, &["python3", "-m", "http.server", "8600", "--bind", "127.0.0.1"]);
+    site.lab.spawn(
+        &site.lab.server.ns,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8600",
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let out = site.maint(&["on"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -305,21 +454,52 @@ fn warns_when_the_operators_ssh_address_is_covered() {
     }
     let site = Site::new();
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &site.lab.server.ns, maint_bin(), "--config", site.config.to_str().unwrap(), "on", "--dry-run"])
+        .args([
+            "netns",
+            "exec",
+            &site.lab.server.ns,
+            maint_bin(),
+            "--config",
+            site.config.to_str().unwrap(),
+            "on",
+            "--dry-run",
+        ])
         .env("SSH_CONNECTION", "198.51.100.10 51234 198.51.100.1 22")
         .output()
         .unwrap();
-    assert!(stderr(&out).contains("SSH client address 198.51.100.10 is covered"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SSH client address 198.51.100.10 is covered"),
+        "{}",
+        stderr(&out)
+    );
     let excepted = std::process::Command::new("ip")
-        .args(["netns", "exec", &site.lab.server.ns, maint_bin(), "--config", site.config.to_str().unwrap(), "on", "--dry-run", "--except", "198.51.100.10"])
+        .args([
+            "netns",
+            "exec",
+            &site.lab.server.ns,
+            maint_bin(),
+            "--config",
+            site.config.to_str().unwrap(),
+            "on",
+            "--dry-run",
+            "--except",
+            "198.51.100.10",
+        ])
         .env("SSH_CONNECTION", "198.51.100.10 51234 198.51.100.1 22")
         .output()
         .unwrap();
-    assert!(!stderr(&excepted).contains("SSH client"), "{}", stderr(&excepted));
+    assert!(
+        !stderr(&excepted).contains("SSH client"),
+        "{}",
+        stderr(&excepted)
+    );
 }
 
 /// The machine's own nftables ruleset, read (never written) to prove tests leave it alone.
 fn host_ruleset() -> String {
-    let out = std::process::Command::new("nft").args(["list", "ruleset"]).output().unwrap();
+    let out = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

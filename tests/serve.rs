@@ -20,8 +20,16 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 #[test]
 fn every_method_and_path_gets_the_maintenance_page() {
     let s = TestServer::start("");
-    for path in ["/", "/login", "/app?view=dashboard", "/a/b/c.php", "/%7Efoo/..;/x"] {
-        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"] {
+    for path in [
+        "/",
+        "/login",
+        "/app?view=dashboard",
+        "/a/b/c.php",
+        "/%7Efoo/..;/x",
+    ] {
+        for method in [
+            "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND",
+        ] {
             let out = curl(&["-i", "-X", method, "--data-binary", "x=1", &s.url(path)]);
             let text = stdout(&out);
             assert!(text.starts_with("HTTP/1.1 503"), "{method} {path}: {text}");
@@ -38,22 +46,55 @@ fn headers_are_right_for_a_maintenance_response() {
     assert_eq!(header(head, "retry-after"), Some("300"));
     assert_eq!(header(head, "cache-control"), Some("no-store"));
     assert_eq!(header(head, "vary"), Some("Accept"));
-    assert_eq!(header(head, "content-type"), Some("text/html; charset=utf-8"));
-    assert_eq!(header(head, "content-length").unwrap().parse::<usize>().unwrap(), body.len());
-    assert!(body.contains("<meta name=\"viewport\""), "a page that works on phones");
-    assert!(body.contains("x-maintenance"), "the page polls to return visitors by itself");
+    assert_eq!(
+        header(head, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        header(head, "content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        body.len()
+    );
+    assert!(
+        body.contains("<meta name=\"viewport\""),
+        "a page that works on phones"
+    );
+    assert!(
+        body.contains("x-maintenance"),
+        "the page polls to return visitors by itself"
+    );
 
     // HEAD: the same headers, the length GET would have, no body.
-    let head_only = raw(s.addr(), b"HEAD /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+    let head_only = raw(
+        s.addr(),
+        b"HEAD /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
     assert!(head_only.starts_with("HTTP/1.1 503"), "{head_only}");
-    assert_eq!(header(&head_only, "content-length").unwrap().parse::<usize>().unwrap(), body.len());
-    assert!(head_only.ends_with("\r\n\r\n"), "HEAD must carry no body: {head_only:?}");
+    assert_eq!(
+        header(&head_only, "content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        body.len()
+    );
+    assert!(
+        head_only.ends_with("\r\n\r\n"),
+        "HEAD must carry no body: {head_only:?}"
+    );
 }
 
 #[test]
 fn content_negotiation_html_json_text() {
     let s = TestServer::start("[page]\nreason = \"Upgrading the database\"\n");
-    let json = curl(&["-i", "-H", "Accept: application/json", &s.url("/api/v1/items")]);
+    let json = curl(&[
+        "-i",
+        "-H",
+        "Accept: application/json",
+        &s.url("/api/v1/items"),
+    ]);
     let json = stdout(&json);
     let (head, body) = json.split_once("\r\n\r\n").unwrap();
     assert_eq!(header(head, "content-type"), Some("application/json"));
@@ -65,11 +106,22 @@ fn content_negotiation_html_json_text() {
     assert!(v["until"].is_null());
 
     let text = stdout(&curl(&["-i", "-H", "Accept: text/plain", &s.url("/")]));
-    assert!(text.contains("content-type: text/plain; charset=utf-8"), "{text}");
-    assert!(text.contains("Upgrading the database") && !text.contains("<html"), "{text}");
+    assert!(
+        text.contains("content-type: text/plain; charset=utf-8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Upgrading the database") && !text.contains("<html"),
+        "{text}"
+    );
 
     let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-    let html = stdout(&curl(&["-i", "-H", &format!("Accept: {browser}"), &s.url("/")]));
+    let html = stdout(&curl(&[
+        "-i",
+        "-H",
+        &format!("Accept: {browser}"),
+        &s.url("/"),
+    ]));
     assert!(html.contains("content-type: text/html") && html.contains("Upgrading the database"));
 }
 
@@ -84,14 +136,26 @@ fn window_drives_retry_after_json_and_page() {
     );
     assert_eq!(answer["status"]["window"]["until"], until);
     let out = stdout(&curl(&["-i", &s.url("/")]));
-    assert!(out.contains("retry-after: Tue, 01 Dec 2026 02:00:00 GMT"), "{out}");
-    assert!(out.contains("Moving to new hardware") && out.contains("2026-12-01 02:00 UTC"), "{out}");
+    assert!(
+        out.contains("retry-after: Tue, 01 Dec 2026 02:00:00 GMT"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Moving to new hardware") && out.contains("2026-12-01 02:00 UTC"),
+        "{out}"
+    );
     let json = stdout(&curl(&["-H", "Accept: application/json", &s.url("/")]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["until"], "2026-12-01T02:00:00Z");
     let left = v["retry_after"].as_u64().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!(left <= until - now && left + 5 >= until - now, "retry_after counts down: {left}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        left <= until - now && left + 5 >= until - now,
+        "retry_after counts down: {left}"
+    );
 }
 
 #[test]
@@ -117,10 +181,16 @@ fn custom_template_and_assets() {
     assert!(page.contains("<h1>Example Shop</h1>"), "{page}");
     assert!(page.contains("<p id=c>ops@example.org</p>"), "{page}");
     assert!(page.contains("href=\"/.maint/site.css\""), "{page}");
-    assert!(page.contains("location.reload()"), "the poller is added to custom pages too");
+    assert!(
+        page.contains("location.reload()"),
+        "the poller is added to custom pages too"
+    );
 
     let css = stdout(&curl(&["-i", &s.url("/.maint/site.css")]));
-    assert!(css.starts_with("HTTP/1.1 200") && css.contains("content-type: text/css"), "{css}");
+    assert!(
+        css.starts_with("HTTP/1.1 200") && css.contains("content-type: text/css"),
+        "{css}"
+    );
     assert!(css.ends_with("body { color: teal }"));
     let svg = stdout(&curl(&["-i", &s.url("/.maint/img/logo.svg")]));
     assert!(svg.contains("content-type: image/svg+xml"), "{svg}");
@@ -145,27 +215,38 @@ fn sighup_reloads_the_page_and_keeps_it_when_broken() {
     s.signal(Signal::SIGHUP);
     wait_for(|| stdout(&curl(&[&s.url("/")])).contains("second version"));
     conn.write_all(ask).unwrap();
-    assert!(read_response(&mut conn).contains("second version"), "same connection, new page");
+    assert!(
+        read_response(&mut conn).contains("second version"),
+        "same connection, new page"
+    );
 
     std::fs::write(&tpl, "<body>{% if broken </body>").unwrap();
     s.signal(Signal::SIGHUP);
     wait_for(|| s.log().contains("reload failed"));
     assert!(stdout(&curl(&[&s.url("/")])).contains("second version"));
-    assert!(s.log().contains("keeping the previous config"), "{}", s.log());
+    assert!(
+        s.log().contains("keeping the previous config"),
+        "{}",
+        s.log()
+    );
 }
 
 #[test]
 fn sigterm_drains_and_exits() {
     let mut s = TestServer::start("[server]\ndrain_timeout = \"3s\"\n");
     let mut idle = TcpStream::connect(s.addr()).unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     read_response(&mut idle);
     let started = Instant::now();
     s.signal(Signal::SIGTERM);
     let status = s.child.as_mut().unwrap().wait().unwrap();
     assert!(status.success(), "{status}: {}", s.log());
-    assert!(started.elapsed() < Duration::from_secs(5), "exits within the drain timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exits within the drain timeout"
+    );
     assert!(TcpStream::connect(s.addr()).is_err(), "no longer accepting");
     assert!(s.log().contains("SIGTERM: draining"));
 }
@@ -177,7 +258,10 @@ fn port_in_use_is_a_clear_error() {
     let out = s.maint(&["serve"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains(&format!("127.0.0.1:{}", s.http_port)) && err.contains("already in use"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", s.http_port)) && err.contains("already in use"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -185,12 +269,23 @@ fn bad_config_names_key_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("maint.toml");
     std::fs::write(&cfg, "[server]\nhttp_port = 8080\nlisten_on = [\"::\"]\n").unwrap();
-    let out = std::process::Command::new(maint_bin()).arg("--config").arg(&cfg).arg("serve").output().unwrap();
+    let out = std::process::Command::new(maint_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("listen_on") && err.contains("line 3") && err.contains(cfg.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("listen_on") && err.contains("line 3") && err.contains(cfg.to_str().unwrap()),
+        "{err}"
+    );
 
-    let missing = std::process::Command::new(maint_bin()).args(["--config", "/nonexistent/maint.toml", "status"]).output().unwrap();
+    let missing = std::process::Command::new(maint_bin())
+        .args(["--config", "/nonexistent/maint.toml", "status"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("/nonexistent/maint.toml"));
 }
@@ -208,7 +303,12 @@ fn malformed_requests_do_not_hurt_the_server() {
     ];
     for j in junk {
         let answer = raw(s.addr(), j, Duration::from_secs(3));
-        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+        assert!(
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 4")
+                || answer.starts_with("HTTP/1.1 503"),
+            "{answer:?}"
+        );
     }
     // An oversized head is refused, not buffered without bound.
     let mut huge = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
@@ -217,15 +317,24 @@ fn malformed_requests_do_not_hurt_the_server() {
     }
     huge.extend_from_slice(b"\r\n");
     let answer = raw_lossy(s.addr(), &huge);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431") || answer.starts_with("HTTP/1.1 400"), "{answer:.80}");
-    assert!(stdout(&curl(&["-i", &s.url("/")])).starts_with("HTTP/1.1 503"), "still serving");
+    assert!(
+        answer.is_empty()
+            || answer.starts_with("HTTP/1.1 431")
+            || answer.starts_with("HTTP/1.1 400"),
+        "{answer:.80}"
+    );
+    assert!(
+        stdout(&curl(&["-i", &s.url("/")])).starts_with("HTTP/1.1 503"),
+        "still serving"
+    );
 }
 
 #[test]
 fn slow_header_client_is_cut_off_while_others_are_served() {
     let s = TestServer::start("[server]\nheader_timeout = \"1s\"\nidle_timeout = \"2s\"\n");
     let mut slow = TcpStream::connect(s.addr()).unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ").unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .unwrap();
     let t = Instant::now();
     // Meanwhile others are served promptly.
     for _ in 0..5 {
@@ -235,29 +344,43 @@ fn slow_header_client_is_cut_off_while_others_are_served() {
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
     let waited = t.elapsed();
-    assert!(waited < Duration::from_secs(6), "slowloris connection held {waited:?}");
-    assert!(!String::from_utf8_lossy(&buf).contains("503"), "no answer for an unfinished head");
+    assert!(
+        waited < Duration::from_secs(6),
+        "slowloris connection held {waited:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("503"),
+        "no answer for an unfinished head"
+    );
 
     // An idle keep-alive connection is closed after idle_timeout.
     let mut idle = TcpStream::connect(s.addr()).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
     read_response(&mut idle);
     let t = Instant::now();
     let mut rest = Vec::new();
     let _ = idle.read_to_end(&mut rest);
-    assert!(t.elapsed() < Duration::from_secs(6), "idle connection held {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "idle connection held {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
 fn connection_limit_holds_extra_clients_back() {
-    let s = TestServer::start("[server]\nmax_connections = 2\nidle_timeout = \"30s\"\nheader_timeout = \"30s\"\n");
+    let s = TestServer::start(
+        "[server]\nmax_connections = 2\nidle_timeout = \"30s\"\nheader_timeout = \"30s\"\n",
+    );
     let a = TcpStream::connect(s.addr()).unwrap();
     let b = TcpStream::connect(s.addr()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // The third connects (kernel backlog) but is not served while two are open.
     let mut c = TcpStream::connect(s.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let mut buf = [0u8; 64];
     assert!(c.read(&mut buf).is_err(), "served beyond max_connections");
@@ -277,7 +400,10 @@ fn status_reads_counters_over_the_control_socket() {
     assert!(v["status"]["requests"].as_u64().unwrap() >= 3, "{v}");
     assert_eq!(v["status"]["http_port"], s.http_port);
     let bad = control(&s.socket(), r#"{"op":"explode"}"#);
-    assert!(bad["error"].as_str().unwrap().contains("bad request"), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("bad request"),
+        "{bad}"
+    );
 }
 
 fn read_response(conn: &mut TcpStream) -> String {

@@ -294,6 +294,9 @@ mod tests {
             ],
             None,
         );
-        assert_eq!(p.ports.iter().map(|p| p.public).collect::<Vec<_>>(), [80, 443]);
+        assert_eq!(
+            p.ports.iter().map(|p| p.public).collect::<Vec<_>>(),
+            [80, 443]
+        );
     }
 }

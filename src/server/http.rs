@@ -50,7 +50,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, content: Content, tls: Option<Tls>, key_helper: Option<KeyHelper>) -> Result<Shared> {
+    pub fn new(
+        config: Config,
+        content: Content,
+        tls: Option<Tls>,
+        key_helper: Option<KeyHelper>,
+    ) -> Result<Shared> {
         let window = Window::default();
         let page = Page::render(&content, &window)?;
         Ok(Shared {
@@ -195,7 +200,13 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let Some(watcher) = shared.graceful.lock().expect("not poisoned").as_ref().map(|g| g.watcher()) else {
+        let Some(watcher) = shared
+            .graceful
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|g| g.watcher())
+        else {
             return;
         };
         let shared = shared.clone();
@@ -218,17 +229,20 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
                 Some(acceptor) => {
                     // A client that stalls or speaks garbage during the handshake is dropped
                     // alone; the handshake shares the header timeout's budget.
-                    let tls = match tokio::time::timeout(server.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let tls =
+                        match tokio::time::timeout(server.header_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                     let io = IdleTimeout::new(TokioIo::new(tls), server.idle_timeout);
                     watcher.watch(builder.serve_connection(io, svc)).await
                 }

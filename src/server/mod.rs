@@ -32,13 +32,14 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
     let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
     let content = page::Content::load(&config.page)?;
     // HTTPS only with a usable certificate; otherwise `maint on` leaves 443 alone.
-    let tls = match tls::read_pems(&config.tls).and_then(|p| tls::Tls::new(&p, config.tls.self_signed)) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            tracing::warn!("HTTPS not served: {e:#}");
-            None
-        }
-    };
+    let tls =
+        match tls::read_pems(&config.tls).and_then(|p| tls::Tls::new(&p, config.tls.self_signed)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("HTTPS not served: {e:#}");
+                None
+            }
+        };
     let https_listeners = match &tls {
         Some(_) => bind_all(&config.server.listen, config.server.https_port)?,
         None => Vec::new(),
@@ -103,7 +104,8 @@ fn bind_all(addrs: &[IpAddr], port: u16) -> Result<Vec<std::net::TcpListener>> {
         .map(|ip| {
             let addr = SocketAddr::new(*ip, port);
             let bind = || -> std::io::Result<std::net::TcpListener> {
-                let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+                let socket =
+                    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
                 if addr.is_ipv6() {
                     socket.set_only_v6(true)?;
                 }
@@ -131,8 +133,7 @@ fn bind_all(addrs: &[IpAddr], port: u16) -> Result<Vec<std::net::TcpListener>> {
 /// `nobody` only root can still talk to it.
 fn bind_control(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // A live server answers on it; a dead one left a stale file behind.
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -158,7 +159,9 @@ fn drop_privileges(user: &str) -> Result<()> {
     }
     let u = User::from_name(user)
         .with_context(|| format!("cannot look up user {user:?}"))?
-        .with_context(|| format!("user {user:?} (server.user) does not exist; create it or set another"))?;
+        .with_context(|| {
+            format!("user {user:?} (server.user) does not exist; create it or set another")
+        })?;
     setgroups(&[u.gid]).context("setgroups")?;
     setgid(u.gid).context("setgid")?;
     setuid(u.uid).context("setuid")?;
@@ -188,7 +191,9 @@ fn reload(shared: &Shared, config_path: &Path) {
         if config.server.listen != shared.settings().server.listen
             || config.server.http_port != shared.http_port
         {
-            tracing::warn!("listen addresses and ports change only on restart; keeping the current ones");
+            tracing::warn!(
+                "listen addresses and ports change only on restart; keeping the current ones"
+            );
         }
         let content = page::Content::load(&config.page)?;
         shared.reload_tls(&config)?;
@@ -196,7 +201,9 @@ fn reload(shared: &Shared, config_path: &Path) {
     });
     match result {
         Ok(()) => tracing::info!("SIGHUP: reloaded config and page"),
-        Err(e) => tracing::error!("SIGHUP: reload failed, keeping the previous config and page: {e:#}"),
+        Err(e) => {
+            tracing::error!("SIGHUP: reload failed, keeping the previous config and page: {e:#}")
+        }
     }
 }
 
@@ -211,15 +218,24 @@ async fn control_loop(listener: UnixListener, shared: Arc<Shared>) {
             let mut lines = BufReader::new(read).lines();
             // One request per connection keeps the protocol trivial; bounded by a timeout so
             // a stuck client cannot hold a task forever.
-            let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line()).await;
+            let line =
+                tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line()).await;
             let answer = match line {
                 Ok(Ok(Some(line))) => match serde_json::from_str::<Request>(&line) {
-                    Ok(Request::Status) => Answer::Ok { status: shared.status() },
-                    Ok(Request::SetWindow(w)) => match shared.set_window(w) {
-                        Ok(()) => Answer::Ok { status: shared.status() },
-                        Err(e) => Answer::Err { error: format!("{e:#}") },
+                    Ok(Request::Status) => Answer::Ok {
+                        status: shared.status(),
                     },
-                    Err(e) => Answer::Err { error: format!("bad request: {e}") },
+                    Ok(Request::SetWindow(w)) => match shared.set_window(w) {
+                        Ok(()) => Answer::Ok {
+                            status: shared.status(),
+                        },
+                        Err(e) => Answer::Err {
+                            error: format!("{e:#}"),
+                        },
+                    },
+                    Err(e) => Answer::Err {
+                        error: format!("bad request: {e}"),
+                    },
                 },
                 _ => return,
             };

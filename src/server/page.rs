@@ -235,7 +235,12 @@ impl Page {
             Kind::Text => (self.text.clone(), "text/plain; charset=utf-8"),
             Kind::Json => (self.json_body(), "application/json"),
         };
-        let mut resp = finish(req.method(), self.status, body, HeaderValue::from_static(content_type));
+        let mut resp = finish(
+            req.method(),
+            self.status,
+            body,
+            HeaderValue::from_static(content_type),
+        );
         let h = resp.headers_mut();
         h.insert(header::RETRY_AFTER, self.retry_after.clone());
         h.insert(header::VARY, HeaderValue::from_static("Accept"));
@@ -258,9 +263,12 @@ impl Page {
 
     fn asset(&self, method: &Method, name: &str) -> Response<Full<Bytes>> {
         match self.assets.get(name) {
-            Some(a) => {
-                finish(method, StatusCode::OK, a.body.clone(), a.content_type.clone())
-            }
+            Some(a) => finish(
+                method,
+                StatusCode::OK,
+                a.body.clone(),
+                a.content_type.clone(),
+            ),
             None => finish(
                 method,
                 StatusCode::NOT_FOUND,
@@ -272,9 +280,18 @@ impl Page {
 }
 
 /// Common headers; HEAD gets them with an empty body but the length GET would have.
-fn finish(method: &Method, status: StatusCode, body: Bytes, content_type: HeaderValue) -> Response<Full<Bytes>> {
+fn finish(
+    method: &Method,
+    status: StatusCode,
+    body: Bytes,
+    content_type: HeaderValue,
+) -> Response<Full<Bytes>> {
     let len = body.len();
-    let body = if method == Method::HEAD { Bytes::new() } else { body };
+    let body = if method == Method::HEAD {
+        Bytes::new()
+    } else {
+        body
+    };
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -316,7 +333,11 @@ pub fn negotiate(accept: &str) -> Kind {
                 _ => continue,
             };
             let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+                .filter_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .or_else(|| p.trim().strip_prefix("Q="))
+                })
                 .find_map(|v| v.trim().parse::<f32>().ok())
                 .unwrap_or(1.0);
             if found.is_none_or(|(_, s)| spec > s) {
@@ -348,7 +369,9 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 pub fn httpdate(secs: u64) -> String {
-    timestamp(secs).strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
+    timestamp(secs)
+        .strftime("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
 }
 
 /// "2026-12-01 02:00 UTC": what a visitor reads on the page.
@@ -380,11 +403,17 @@ mod tests {
     #[test]
     fn negotiation() {
         assert_eq!(negotiate("*/*"), Kind::Html);
-        assert_eq!(negotiate("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"), Kind::Html);
+        assert_eq!(
+            negotiate("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+            Kind::Html
+        );
         assert_eq!(negotiate("application/json"), Kind::Json);
         assert_eq!(negotiate("application/json, text/plain, */*"), Kind::Json);
         assert_eq!(negotiate("text/plain"), Kind::Text);
-        assert_eq!(negotiate("text/*;q=0.5, application/json;q=0.9"), Kind::Json);
+        assert_eq!(
+            negotiate("text/*;q=0.5, application/json;q=0.9"),
+            Kind::Json
+        );
         assert_eq!(negotiate("text/html;q=0, text/plain"), Kind::Text);
         assert_eq!(negotiate("image/png"), Kind::Html);
         assert_eq!(negotiate(""), Kind::Html);
@@ -394,6 +423,28 @@ mod tests {
     fn dates() {
         assert_eq!(httpdate(1_796_090_400), "Tue, 01 Dec 2026 02:00:00 GMT");
         assert_eq!(rfc3339(1_796_090_400), "2026-12-01T02:00:00Z");
+    }
+
+    #[test]
+    fn shipped_example_template_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        let tpl = dir.path().join("page.html");
+        std::fs::write(&tpl, include_str!("../../conf/page.html")).unwrap();
+        let settings = config::Page {
+            template: Some(tpl),
+            contact: "ops@example.org".into(),
+            ..config::Page::default()
+        };
+        let content = Content::load(&settings).unwrap();
+        let window = Window {
+            until: Some(1_796_090_400),
+            reason: None,
+        };
+        let html =
+            String::from_utf8(Page::render(&content, &window).unwrap().html.to_vec()).unwrap();
+        assert!(html.contains("href=\"/.maint/site.css\""), "{html}");
+        assert!(html.contains("Back by 2026-12-01 02:00 UTC"), "{html}");
+        assert!(html.contains("Questions: ops@example.org"), "{html}");
     }
 
     #[test]

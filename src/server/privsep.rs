@@ -75,7 +75,10 @@ impl KeyHelper {
     /// Asks for the key pairs as the config now names them.
     pub fn read_pems(&self) -> Result<Vec<PemPair>> {
         let mut stream = self.stream.lock().expect("not poisoned");
-        stream.get_mut().write_all(b"reload\n").context("key helper is gone")?;
+        stream
+            .get_mut()
+            .write_all(b"reload\n")
+            .context("key helper is gone")?;
         let mut line = String::new();
         stream.read_line(&mut line).context("key helper is gone")?;
         let answer: Result<Vec<PemPair>, String> =

@@ -120,10 +120,16 @@ pub struct Loaded {
 
 /// Parses a pair, checks the key matches the certificate, and reads its names and expiry.
 pub fn parse(pair: &PemPair) -> Result<Loaded> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow!("{e:?}"))
-        .with_context(|| format!("{} is not a PEM certificate chain", pair.cert_path.display()))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow!("{e:?}"))
+            .with_context(|| {
+                format!(
+                    "{} is not a PEM certificate chain",
+                    pair.cert_path.display()
+                )
+            })?;
     if chain.is_empty() {
         bail!("{} holds no certificate", pair.cert_path.display());
     }
@@ -255,11 +261,12 @@ pub struct Tls {
 impl Tls {
     pub fn new(pairs: &[PemPair], self_signed: bool) -> Result<Tls> {
         let resolver = Arc::new(Resolver::new(build_certs(pairs, self_signed)?));
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("TLS protocol versions")?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .context("TLS protocol versions")?
+                .with_no_client_auth()
+                .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // Stateless tickets let returning clients resume without a full handshake, as nginx does.
         config.ticketer = provider::Ticketer::new().context("TLS session tickets")?;
@@ -303,7 +310,9 @@ pub fn check(tls: &config::Tls) -> Vec<Finding> {
     };
     if pairs.is_empty() {
         return vec![if tls.self_signed {
-            Finding::warn("HTTPS: no certificate found; serving a self-signed one (tls.self_signed)".into())
+            Finding::warn(
+                "HTTPS: no certificate found; serving a self-signed one (tls.self_signed)".into(),
+            )
         } else {
             Finding::warn(
                 "HTTPS: no certificate configured or found; `maint on` will not redirect the HTTPS ports".into(),
@@ -317,7 +326,11 @@ pub fn check(tls: &config::Tls) -> Vec<Finding> {
             Err(e) => out.push(Finding::fail(format!("HTTPS: {e:#}"))),
             Ok(l) => {
                 let days = (l.not_after - now) / 86_400;
-                let what = format!("certificate {} ({})", p.cert_path.display(), l.names.join(", "));
+                let what = format!(
+                    "certificate {} ({})",
+                    p.cert_path.display(),
+                    l.names.join(", ")
+                );
                 if l.not_after <= now {
                     out.push(Finding::fail(format!("{what} has expired")));
                 } else if days < EXPIRY_WARNING_DAYS {
@@ -356,10 +369,16 @@ mod tests {
         std::fs::write(ssl.join("private/example.net.key"), "").unwrap();
         std::fs::write(ssl.join("orphan.fullchain.pem"), "").unwrap();
         let found = discover(&le, &ssl);
-        let certs: Vec<_> = found.iter().map(|p| p.cert.strip_prefix(root.path()).unwrap().to_owned()).collect();
+        let certs: Vec<_> = found
+            .iter()
+            .map(|p| p.cert.strip_prefix(root.path()).unwrap().to_owned())
+            .collect();
         assert_eq!(
             certs,
-            [PathBuf::from("live/example.org/fullchain.pem"), PathBuf::from("ssl/example.net.fullchain.pem")]
+            [
+                PathBuf::from("live/example.org/fullchain.pem"),
+                PathBuf::from("ssl/example.net.fullchain.pem")
+            ]
         );
     }
 
@@ -375,8 +394,14 @@ mod tests {
             key_mode: 0o600,
         };
         let err = format!("{:#}", parse(&pair).err().expect("mismatch detected"));
-        assert!(err.contains("b.key does not match certificate a.pem"), "{err}");
-        let good = PemPair { key_pem: a.signing_key.serialize_pem(), ..pair };
+        assert!(
+            err.contains("b.key does not match certificate a.pem"),
+            "{err}"
+        );
+        let good = PemPair {
+            key_pem: a.signing_key.serialize_pem(),
+            ..pair
+        };
         assert_eq!(parse(&good).unwrap().names, ["a.example"]);
     }
 }

@@ -31,7 +31,11 @@ pub fn have_root(test: &str) -> bool {
 
 /// A port nothing listens on right now (the kernel picks it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct TestServer {
@@ -70,7 +74,13 @@ impl TestServer {
             format!("[server]\nhttp_port = {http_port}\nhttps_port = {https_port}\nlisten = [\"127.0.0.1\", \"::1\"]\n{text}")
         };
         std::fs::write(&config, text).unwrap();
-        TestServer { dir, config, http_port, https_port, child: None }
+        TestServer {
+            dir,
+            config,
+            http_port,
+            https_port,
+            child: None,
+        }
     }
 
     pub fn spawn_and_wait(mut self) -> TestServer {
@@ -89,7 +99,11 @@ impl TestServer {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("maint serve exited early ({status}): {}", self.log());
             }
-            assert!(Instant::now() < deadline, "maint serve did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "maint serve did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         self
@@ -118,7 +132,12 @@ impl TestServer {
 
     /// Runs `maint --config <this config> ARGS`.
     pub fn maint(&self, args: &[&str]) -> Output {
-        Command::new(maint_bin()).arg("--config").arg(&self.config).args(args).output().unwrap()
+        Command::new(maint_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 
@@ -142,7 +161,12 @@ pub fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
 }
 
 pub fn curl(args: &[&str]) -> Output {
-    Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).stdin(Stdio::null()).output().expect("curl is installed")
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is installed")
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -54,7 +54,11 @@ impl Site {
         let app = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/app.py");
         lab.spawn(&lab.server.ns, &["python3", app, "80"]);
         let site = Site { lab, dir, config };
-        site.wait_until(|s| s.get_public(&format!("http://{}/", s.lab.server_public_v4)).0 == 200);
+        site.wait_until(|s| {
+            s.get_public(&format!("http://{}/", s.lab.server_public_v4))
+                .0
+                == 200
+        });
         site
     }
 
@@ -67,7 +71,13 @@ impl Site {
 
     pub fn maint_ok(&self, args: &[&str]) -> Output {
         let out = self.maint(args);
-        assert!(out.status.success(), "maint {args:?} failed ({}): {}{}", out.status, stdout(&out), stderr(&out));
+        assert!(
+            out.status.success(),
+            "maint {args:?} failed ({}): {}{}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
         out
     }
 
@@ -79,7 +89,15 @@ impl Site {
 
     /// (status, body) of a GET from a client; status 0 when no HTTP answer came.
     pub fn get(&self, ns: &str, url: &str, extra: &[&str]) -> (u16, String) {
-        let mut args = vec!["curl", "-s", "-g", "--max-time", "5", "-w", "\n%{http_code}"];
+        let mut args = vec![
+            "curl",
+            "-s",
+            "-g",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+        ];
         args.extend_from_slice(extra);
         args.push(url);
         let out = self.lab.run(ns, &args);
@@ -97,7 +115,10 @@ impl Site {
     pub fn wait_until(&self, mut f: impl FnMut(&Site) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !f(self) {
-            assert!(Instant::now() < deadline, "condition not reached within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -122,4 +143,3 @@ pub fn is_maintenance((code, body): &(u16, String)) -> bool {
 pub fn is_app((code, body): &(u16, String)) -> bool {
     *code == 200 && body.trim() == "APP OK"
 }
-
