@@ -734,44 +734,51 @@ fn host_loose() -> String {
     std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_loose").unwrap_or_default()
 }
 
+/// Runs a whitespace-separated command line (no quoting needed in these tests).
+fn sh(line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    run(words[0], &words[1..])
+}
+
+/// A server host (app on :80, maintenance server on :8503, 192.0.2.1 and 2001:db8::1) and a
+/// client host (192.0.2.2, 2001:db8::2) joined by a veth pair.
+fn site(loose: u8) -> (Host, Host) {
+    let server = Host::new();
+    let client = Host::new();
+    let client_tid = client.tid;
+    server.run(move || {
+        sh(&format!(
+            "sysctl -qw net.netfilter.nf_conntrack_tcp_loose={loose}"
+        ));
+        sh("ip link add veth0 type veth peer name veth1");
+        sh(&format!("ip link set veth1 netns {client_tid}"));
+        sh("ip addr add 192.0.2.1/24 dev veth0");
+        sh("ip -6 addr add 2001:db8::1/64 dev veth0 nodad");
+        sh("ip link set veth0 up");
+        // As on any real host, something already tracks connections, so the ones opened
+        // before maint's table exist have conntrack entries to kill.
+        nft_load(
+            "table inet other {\n chain c {\n type filter hook prerouting priority 0\n \
+             ct state established accept\n }\n}\n",
+        );
+        serve("[::]:80", "APP");
+        serve("[::]:8503", "MAINT");
+    });
+    client.run(|| {
+        sh("ip addr add 192.0.2.2/24 dev veth1");
+        sh("ip -6 addr add 2001:db8::2/64 dev veth1 nodad");
+        sh("ip link set veth1 up");
+    });
+    (server, client)
+}
+
 /// The whole on/off cycle with real TCP clients, under one nf_conntrack_tcp_loose setting.
 fn clients_move_both_ways(loose: u8) {
     if !have_root() {
         return;
     }
     let host_before = host_loose();
-    let server = Host::new();
-    let client = Host::new();
-    let client_tid = client.tid.to_string();
-    server.run(move || {
-        run("sysctl", &["-qw", &format!("net.netfilter.nf_conntrack_tcp_loose={loose}")]);
-        run("ip", &["link", "add", "veth0", "type", "veth", "peer", "name", "veth1"]);
-        run("ip", &["link", "set", "veth1", "netns", &client_tid]);
-        run("ip", &["addr", "add", "192.0.2.1/24", "dev", "veth0"]);
-        run("ip", &["-6", "addr", "add", "2001:db8::1/64", "dev", "veth0", "nodad"]);
-        run("ip", &["link", "set", "veth0", "up"]);
-        // As on any real host, something already tracks connections, so the ones opened
-        // before maint's table exist have conntrack entries to kill.
-        nft_load("table inet other { chain c { type filter hook prerouting priority 0; ct state established accept\n}\n}");
-        serve("[::]:80", "APP");
-        serve("[::]:8503", "MAINT");
-    });
-    client.run(|| {
-        run("ip", &["addr", "add", "192.0.2.2/24", "dev", "veth1"]);
-        run(
-            "ip",
-            &[
-                "-6",
-                "addr",
-                "add",
-                "2001:db8::2/64",
-                "dev",
-                "veth1",
-                "nodad",
-            ],
-        );
-        run("ip", &["link", "set", "veth1", "up"]);
-    });
+    let (server, client) = site(loose);
 
     let mut old = client.run(|| connect("192.0.2.1:80")).unwrap();
     assert_eq!(ask(&mut old, "hello").unwrap(), "APP");
@@ -841,4 +848,86 @@ fn clients_move_both_ways_with_loose_tcp_tracking() {
 #[test]
 fn clients_move_both_ways_with_strict_tcp_tracking() {
     clients_move_both_ways(0);
+}
+
+/// Drops CAP_NET_ADMIN from the calling thread's effective set (capabilities are per thread).
+fn drop_net_admin() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    assert_eq!(rc, 0, "capget");
+    data[0].effective &= !(1 << CAP_NET_ADMIN);
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    assert_eq!(rc, 0, "capset");
+}
+
+#[test]
+fn without_cap_net_admin_every_call_says_permission() {
+    in_netns(|| {
+        let b = backend();
+        b.apply(&policy_a()).unwrap();
+        drop_net_admin();
+        let is_perm = |e: BackendError| matches!(e, BackendError::Permission { .. });
+        assert!(is_perm(b.preflight().unwrap_err()));
+        assert!(is_perm(b.apply(&policy_b()).unwrap_err()));
+        assert!(is_perm(b.current().unwrap_err()));
+        assert!(is_perm(b.clear().unwrap_err()));
+        assert!(is_perm(
+            b.kill_states(&policy_a(), StateTarget::App).unwrap_err()
+        ));
+    });
+}
+
+#[test]
+fn the_kernel_ends_the_window_by_itself() {
+    if !have_root() {
+        return;
+    }
+    let (server, client) = site(1);
+    let ports = [PortMap {
+        public: 80,
+        server: 8503,
+    }];
+    for (until, expect) in [
+        (now() + 600, "MAINT"),
+        (now() - 5, "APP"),
+        (now() + 86_400 * 365, "MAINT"),
+        (1, "APP"),
+    ] {
+        let p = Policy::new(maint_backends::everything(), [], ports, Some(until));
+        server.run(move || backend().apply(&p).unwrap());
+        let mut c = client.run(|| connect("192.0.2.1:80")).unwrap();
+        assert_eq!(ask(&mut c, "hello").unwrap(), expect, "until={until}");
+        let mut c = client.run(|| connect("[2001:db8::1]:80")).unwrap();
+        assert_eq!(
+            ask(&mut c, "hello").unwrap(),
+            expect,
+            "until={until} (IPv6)"
+        );
+    }
+    // A window that closes while we watch.
+    let p = Policy::new(maint_backends::everything(), [], ports, Some(now() + 2));
+    server.run(move || backend().apply(&p).unwrap());
+    let mut c = client.run(|| connect("192.0.2.1:80")).unwrap();
+    assert_eq!(ask(&mut c, "hello").unwrap(), "MAINT");
+    std::thread::sleep(Duration::from_secs(3));
+    let mut c = client.run(|| connect("192.0.2.1:80")).unwrap();
+    assert_eq!(ask(&mut c, "hello").unwrap(), "APP");
 }
