@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
@@ -434,6 +434,9 @@ fn big_policy() -> Policy {
     )
 }
 
+/// Held by the tests that compare timings, so they do not run against each other.
+static TIMING: Mutex<()> = Mutex::new(());
+
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
     let v = f();
@@ -443,20 +446,31 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 #[test]
 fn a_hundred_thousand_prefixes_apply_faster_than_nft_f() {
     in_netns(|| {
+        let _quiet = TIMING.lock().unwrap_or_else(|e| e.into_inner());
         let b = backend();
         let p = big_policy();
         assert_eq!(p.sources.len(), 100_000);
         assert_eq!(p.exceptions.len(), 10_000);
-
-        let ((), ours) = timed(|| b.apply(&p).unwrap());
-        let (back, read) = timed(|| b.current().unwrap());
-        assert!(back == Some(p.clone()), "the big policy did not read back");
-        let ((), replace) = timed(|| b.apply(&p).unwrap());
-        assert!(b.clear().unwrap());
-
         let text = b.render(Some(&p));
-        let ((), nft) = timed(|| nft_load(&text));
-        assert_eq!(b.current().unwrap(), Some(p.clone()));
+
+        // Best of three, both ways, from an empty namespace each time.
+        let (mut ours, mut nft, mut replace, mut read) =
+            (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            let ((), t) = timed(|| b.apply(&p).unwrap());
+            ours = ours.min(t);
+            let (back, t) = timed(|| b.current().unwrap());
+            read = read.min(t);
+            assert!(back == Some(p.clone()), "the big policy did not read back");
+            let ((), t) = timed(|| b.apply(&p).unwrap());
+            replace = replace.min(t);
+            assert!(b.clear().unwrap());
+
+            let ((), t) = timed(|| nft_load(&text));
+            nft = nft.min(t);
+            assert_eq!(b.current().unwrap(), Some(p.clone()));
+            assert!(b.clear().unwrap());
+        }
         eprintln!(
             "100k prefixes + 10k exceptions: apply {ours:?} (replacing itself {replace:?}), \
              current {read:?}; nft -f of render() {nft:?}"
@@ -610,21 +624,28 @@ fn killing_twenty_thousand_states_is_no_slower_than_conntrack_d() {
                 ct_line(&src, "192.0.2.1", 20_000 + (i / 250) as u16, 80, 80)
             })
             .collect();
-        conntrack_insert(&lines);
-        assert_eq!(conntrack_list().len(), 20_000);
-        let (n, ours) = timed(|| b.kill_states(&p, StateTarget::App).unwrap());
-        assert_eq!(n, 20_000);
-        assert!(conntrack_list().is_empty());
+        let _quiet = TIMING.lock().unwrap_or_else(|e| e.into_inner());
+        // Best of three, both ways.
+        let (mut ours, mut theirs) = (Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            conntrack_insert(&lines);
+            assert_eq!(conntrack_list().len(), 20_000);
+            let (n, t) = timed(|| b.kill_states(&p, StateTarget::App).unwrap());
+            ours = ours.min(t);
+            assert_eq!(n, 20_000);
+            assert!(conntrack_list().is_empty());
 
-        conntrack_insert(&lines);
-        let (out, theirs) = timed(|| {
-            Command::new("conntrack")
-                .args(["-D", "-p", "tcp", "--dport", "80"])
-                .output()
-                .unwrap()
-        });
-        assert!(out.status.success());
-        assert!(conntrack_list().is_empty());
+            conntrack_insert(&lines);
+            let (out, t) = timed(|| {
+                Command::new("conntrack")
+                    .args(["-D", "-p", "tcp", "--dport", "80"])
+                    .output()
+                    .unwrap()
+            });
+            theirs = theirs.min(t);
+            assert!(out.status.success());
+            assert!(conntrack_list().is_empty());
+        }
         eprintln!("20k states: kill_states {ours:?}; conntrack -D {theirs:?}");
         if cfg!(debug_assertions) {
             eprintln!("debug build: kill_states vs conntrack -D compared only with --release");
