@@ -1,14 +1,17 @@
 #!/bin/sh
-# Provisions the Debian host: rust from Debian's packages, maint built from /maint, an app
+# Provisions the Debian host: rust from rustup, maint built from /maint, an app
 # on port 80 (python3's http.server), and maint's server as a systemd service.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update -q
-# Debian 12's `rustc` is 1.63, too old for maint (1.85+); `rustc-web`/`cargo-web` are
-# Debian's newer toolchain for the same release.
-apt-get install -y -q rustc-web cargo-web pkg-config libnftnl-dev libmnl-dev nftables \
+# maint needs Rust 1.89+ (std's file locks); Debian 12's rustc is older, so use rustup.
+apt-get install -y -q build-essential pkg-config libnftnl-dev libmnl-dev nftables \
     conntrack python3 curl
+if ! command -v cargo >/dev/null; then
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+. "$HOME/.cargo/env"
 
 cd /maint
 cargo build --release --locked -p maint

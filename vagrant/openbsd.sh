@@ -4,12 +4,12 @@
 set -eu
 
 pkg_add rust
-# maint's workspace needs Rust 1.85 or later: OpenBSD 7.7's package (1.86) or newer.
+# maint needs Rust 1.89 or later (std's file locks): OpenBSD 7.8's package or newer.
 rustc --version
 ver=$(rustc --version | awk '{print $2}')
 case "$ver" in
-  1.[0-7][0-9].*|1.8[0-4].*)
-    echo "rustc $ver is too old for maint (needs 1.85): use an OpenBSD 7.7+ box" >&2
+  1.[0-7][0-9].*|1.8[0-8].*)
+    echo "rustc $ver is too old for maint (needs 1.89): use an OpenBSD 7.8+ box" >&2
     exit 1 ;;
 esac
 
