@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use super::page::{Content, Page};
 use super::privsep::KeyHelper;
@@ -44,7 +44,8 @@ pub struct Shared {
     started: u64,
     slots: Arc<Semaphore>,
     graceful: Mutex<Option<GracefulShutdown>>,
-    stop: Notify,
+    /// Flips to true on SIGTERM: stop accepting, close idle connections.
+    stop: watch::Sender<bool>,
     tls: Option<Tls>,
     key_helper: Option<KeyHelper>,
 }
@@ -66,7 +67,7 @@ impl Shared {
             stats: Stats::default(),
             started: now_secs(),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
-            stop: Notify::new(),
+            stop: watch::Sender::new(false),
             tls,
             key_helper,
         })
@@ -124,15 +125,30 @@ impl Shared {
         }
     }
 
+    pub fn page(&self) -> arc_swap::Guard<Arc<Page>> {
+        self.page.load()
+    }
+
+    pub fn count_request(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Stops accepting, then lets open requests finish within the drain timeout.
     pub async fn shutdown(&self) {
-        self.stop.notify_waiters();
+        self.stop.send_replace(true);
         let drain = self.settings().server.drain_timeout;
         let graceful = self.graceful.lock().expect("not poisoned").take();
-        if let Some(g) = graceful {
-            if tokio::time::timeout(drain, g.shutdown()).await.is_err() {
-                tracing::warn!("drain timeout reached; closing the remaining connections");
+        let drained = async {
+            if let Some(g) = graceful {
+                g.shutdown().await;
             }
+            // HTTP/1.1 connections watch `stop` themselves; wait for them to go.
+            while self.stats.connections.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(drain, drained).await.is_err() {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
         }
     }
 
@@ -170,7 +186,10 @@ impl Drop for Open<'_> {
 }
 
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool) {
-    let stopped = shared.stop.notified();
+    let mut stop = shared.stop.subscribe();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
     tokio::pin!(stopped);
     let builder = shared.builder();
     let acceptor = match (&shared.tls, https) {
@@ -210,8 +229,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
             return;
         };
         let shared = shared.clone();
+        let Some(acceptor) = acceptor.clone() else {
+            // Plain HTTP: the lean HTTP/1.1 path (see `h1` for why).
+            let stop = shared.stop.subscribe();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _open = Open::new(&shared.stats);
+                super::h1::serve(stream, shared.clone(), stop).await;
+            });
+            continue;
+        };
         let builder = builder.clone();
-        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _open = Open::new(&shared.stats);
@@ -221,12 +249,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
                 let resp = shared.page.load().respond(&req);
                 async move { Ok::<_, std::convert::Infallible>(resp) }
             });
-            let result = match acceptor {
-                None => {
-                    let io = IdleTimeout::new(TokioIo::new(stream), server.idle_timeout);
-                    watcher.watch(builder.serve_connection(io, svc)).await
-                }
-                Some(acceptor) => {
+            let result = {
+                {
                     // A client that stalls or speaks garbage during the handshake is dropped
                     // alone; the handshake shares the header timeout's budget.
                     let tls =

@@ -5,6 +5,7 @@
 //! while still root, then drop to the unprivileged user before the first byte from the
 //! network is read. After that, SIGHUP re-reads the config and page as that user.
 
+mod h1;
 pub mod http;
 pub mod page;
 mod privsep;

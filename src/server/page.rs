@@ -220,31 +220,38 @@ impl Page {
     /// The answer to any request. Never fails: a maintenance server that errors is worse
     /// than none.
     pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        self.answer(req.method(), req.uri().path(), accept)
+            .into_response()
+    }
+
+    /// The same answer from a request's parts, for the HTTP/1.1 path that parses requests
+    /// itself (see `h1`).
+    pub fn answer(&self, method: &Method, path: &str, accept: Option<&str>) -> Answer {
         if let Some(name) = path.strip_prefix(ASSET_PREFIX) {
-            return self.asset(req.method(), name);
+            return self.asset(method, name);
         }
-        let kind = negotiate(
-            req.headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("*/*"),
-        );
-        let (body, content_type) = match kind {
+        let (body, content_type) = match negotiate(accept.unwrap_or("*/*")) {
             Kind::Html => (self.html.clone(), "text/html; charset=utf-8"),
             Kind::Text => (self.text.clone(), "text/plain; charset=utf-8"),
             Kind::Json => (self.json_body(), "application/json"),
         };
-        let mut resp = finish(
-            req.method(),
+        let mut answer = finish(
+            method,
             self.status,
             body,
             HeaderValue::from_static(content_type),
         );
-        let h = resp.headers_mut();
-        h.insert(header::RETRY_AFTER, self.retry_after.clone());
-        h.insert(header::VARY, HeaderValue::from_static("Accept"));
-        resp
+        answer
+            .headers
+            .insert(header::RETRY_AFTER, self.retry_after.clone());
+        answer
+            .headers
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+        answer
     }
 
     fn json_body(&self) -> Bytes {
@@ -261,7 +268,7 @@ impl Page {
         Bytes::from(body)
     }
 
-    fn asset(&self, method: &Method, name: &str) -> Response<Full<Bytes>> {
+    fn asset(&self, method: &Method, name: &str) -> Answer {
         match self.assets.get(name) {
             Some(a) => finish(
                 method,
@@ -279,27 +286,41 @@ impl Page {
     }
 }
 
+/// A response before it is handed to hyper or written out by the HTTP/1.1 path.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    /// Empty for HEAD; `content-length` still says what GET would get.
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(self.body));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers;
+        resp
+    }
+}
+
 /// Common headers; HEAD gets them with an empty body but the length GET would have.
-fn finish(
-    method: &Method,
-    status: StatusCode,
-    body: Bytes,
-    content_type: HeaderValue,
-) -> Response<Full<Bytes>> {
+fn finish(method: &Method, status: StatusCode, body: Bytes, content_type: HeaderValue) -> Answer {
     let len = body.len();
     let body = if method == Method::HEAD {
         Bytes::new()
     } else {
         body
     };
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, content_type);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(MARKER, HeaderValue::from_static("on"));
-    resp
+    let mut headers = http::HeaderMap::with_capacity(8);
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(MARKER, HeaderValue::from_static("on"));
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn template_name(content: &Content) -> String {
