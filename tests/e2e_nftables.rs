@@ -126,9 +126,9 @@ fn server_port_is_not_reachable_directly() {
         let (code, _) = site.get(ns, url, &["--max-time", "2"]);
         assert_eq!(code, 0, "{url} answered from {ns}");
     }
-    // Also with maintenance off, while a server still runs.
+    // A server run by a service manager is used as it is, and `off` leaves it running.
     site.maint_ok(&["off"]);
-    site.lab.spawn(
+    let pid = site.lab.spawn(
         &site.lab.server.ns,
         &[
             maint_bin(),
@@ -137,9 +137,16 @@ fn server_port_is_not_reachable_directly() {
             "serve",
         ],
     );
-    site.wait_until(|s| {
-        s.maint(&["status"]).status.success() && stdout(&s.maint(&["status"])).contains("healthy")
-    });
+    site.wait_until(|s| stdout(&s.maint(&["status"])).contains("healthy"));
+    let on = site.maint_json(&["on", "--except", "office"]);
+    assert!(
+        on["server_started"].is_null(),
+        "used the running server: {on}"
+    );
+    assert!(is_maintenance(&site.get_public(&site.pub4())));
+    let off = site.maint_json(&["off"]);
+    assert!(off["server_stopped"].is_null(), "{off}");
+    // Its port stays closed to the network with maintenance off, too.
     let (code, _) = site.get(
         &site.lab.office.ns,
         "http://203.0.113.1:8503/",
@@ -149,6 +156,64 @@ fn server_port_is_not_reachable_directly() {
         code, 0,
         "server port answered directly with maintenance off"
     );
+    let status = site.maint_json(&["status"]);
+    assert!(
+        status["server"]["refused_direct"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    // `ip netns exec` execs in place, so the pid is the server's own: still running after off.
+    assert_eq!(
+        status["server"]["pid"].as_u64(),
+        Some(u64::from(pid)),
+        "{status}"
+    );
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok());
+}
+
+#[test]
+fn concurrent_invocations_are_serialised() {
+    if !have_root("concurrent_invocations_are_serialised") {
+        return;
+    }
+    let site = Site::new();
+    site.maint_ok(&["on", "--except", "office"]); // server up, so the race is about the table
+    let config = site.config.to_str().unwrap().to_string();
+    let ns = site.lab.server.ns.clone();
+    let runs: Vec<_> = [
+        ["on", "198.51.100.0/24"],
+        ["on", "2001:db8:100::/48"],
+        ["on", "all"],
+        ["on", "198.51.100.10"],
+    ]
+    .into_iter()
+    .map(|args| {
+        let (config, ns) = (config.clone(), ns.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    maint_bin(),
+                    "--json",
+                    "--config",
+                    &config,
+                ])
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    })
+    .collect();
+    for r in runs {
+        let out = r.join().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Whoever ran last, the record and the kernel agree: nothing was interleaved.
+    let status = site.maint_json(&["status"]);
+    assert_eq!(status["drift"], serde_json::json!([]), "{status}");
+    assert_eq!(status["active"], true);
+    site.maint_ok(&["off"]);
 }
 
 /// A client with an open keep-alive connection to the app moves to the maintenance page on
@@ -211,6 +276,89 @@ fn open_keepalive_connections_move_over_at_once() {
             after[2], "APP",
             "loose={loose} firewall={firewall}: back to the app at once after off"
         );
+    }
+}
+
+/// After `on` kills a matched client's state, the *app's* next segment can win the race and
+/// recreate the state in the reverse direction (loose pickup); the client's segments are then
+/// replies that NAT never sees. The test builds that state by hand, both before `on` (kill
+/// must take it) and after (the firewall must reset the client), and the client must still
+/// end up on the maintenance page.
+#[test]
+fn a_state_picked_up_from_the_apps_side_does_not_keep_the_client_on_the_app() {
+    if !have_root("a_state_picked_up_from_the_apps_side") {
+        return;
+    }
+    for when in ["before on", "after on"] {
+        let site = Site::new();
+        let target = format!("{}:80", site.lab.server_public_v4);
+        let (to_client, from_test) = std::sync::mpsc::channel::<()>();
+        let (to_test, from_client) = std::sync::mpsc::channel::<(String, u16)>();
+        let client = site.lab.in_ns(&site.lab.public.ns, move || {
+            let mut conn = KeepAlive::connect(&target);
+            let port = conn.conn.local_addr().unwrap().port();
+            to_test
+                .send((conn.get_retrying_once(&target), port))
+                .unwrap();
+            from_test.recv().unwrap();
+            conn.get_retrying_once(&target)
+        });
+        let (first, port) = from_client.recv().unwrap();
+        assert_eq!(first, "APP");
+        let reverse = |site: &Site| {
+            let port = port.to_string();
+            // (After `on` the kill has already removed it; then there is nothing to delete.)
+            site.lab.run(
+                &site.lab.server.ns,
+                &[
+                    "conntrack",
+                    "-D",
+                    "-p",
+                    "tcp",
+                    "-s",
+                    "198.51.100.10",
+                    "--sport",
+                    &port,
+                ],
+            );
+            site.lab.exec(
+                &site.lab.server.ns,
+                &[
+                    "conntrack",
+                    "-I",
+                    "-p",
+                    "tcp",
+                    "-s",
+                    "198.51.100.1",
+                    "-d",
+                    "198.51.100.10",
+                    "--sport",
+                    "80",
+                    "--dport",
+                    &port,
+                    "--state",
+                    "ESTABLISHED",
+                    "-u",
+                    "SEEN_REPLY,ASSURED",
+                    "-t",
+                    "120",
+                ],
+            );
+        };
+        if when == "before on" {
+            reverse(&site);
+            let on = site.maint_json(&["on"]);
+            assert!(
+                on["states_killed"].as_u64().unwrap() >= 1,
+                "{when}: the reversed state is killed: {on}"
+            );
+        } else {
+            site.maint_ok(&["on"]);
+            reverse(&site);
+        }
+        to_client.send(()).unwrap();
+        assert_eq!(client.join().unwrap(), "MAINTENANCE", "{when}");
+        site.maint_ok(&["off"]);
     }
 }
 

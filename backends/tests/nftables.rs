@@ -215,8 +215,9 @@ fn apply_loads_sets_and_rules_and_reads_back() {
         assert_eq!(chain("input")["type"], "filter");
         assert_eq!(chain("input")["prio"], -10);
         let rules = items.iter().filter(|i| i["rule"].is_object()).count();
-        // prerouting: 2 returns + 3 ports x 2 families; input: 3 + 1 + 3 + 3 x 2
-        assert_eq!(rules, 8 + 13);
+        // prerouting: 2 returns + 3 ports x 2 families;
+        // input: 3 accepts + lo + 3 drops + (invalid, reply-direction) x 3 ports x 2 families
+        assert_eq!(rules, 8 + 19);
 
         let text = list_table();
         assert!(text.contains("redirect to :8503"), "{text}");
@@ -342,7 +343,7 @@ fn a_stamped_table_with_other_rules_does_not_read_back() {
             ],
         );
         let err = format!("{:#}", anyhow::Error::from(b.current().unwrap_err()));
-        assert!(err.contains("chain input has 14 rules"), "{err}");
+        assert!(err.contains("chain input has 20 rules"), "{err}");
         let warnings = b.preflight().unwrap();
         assert!(
             warnings.iter().any(|w| w.contains("does not read back")),

@@ -6,6 +6,7 @@
 //! zone and id, so an entry that was replaced in the meantime is left alone (ENOENT), and an
 //! entry already gone is not an error.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::netlink::{NlError, Socket};
@@ -89,19 +90,67 @@ fn entry(a: Attrs<'_>) -> Option<Entry> {
 }
 
 /// Whether `e` is one `kill_states(policy, target)` removes.
-pub fn selected(policy: &Policy, target: StateTarget, e: &Entry) -> bool {
+pub fn selected(policy: &Policy, target: StateTarget, e: &Entry, local: &HashSet<IpAddr>) -> bool {
     if e.orig.proto != libc::IPPROTO_TCP as u8 {
         return false;
     }
-    let Some(map) = policy.ports.iter().find(|p| p.public == e.orig.dport) else {
-        return false;
-    };
+    let public = |port: u16| policy.ports.iter().find(|p| p.public == port);
     match target {
-        // Still going to the app: the reply comes from the port the client asked for.
-        StateTarget::App => e.reply.sport == e.orig.dport && policy.matches(e.orig.src),
+        StateTarget::App => {
+            // A client's connection to the app: the reply comes from the port it asked for.
+            // The client is never this host: its own outgoing connections to some other
+            // server's port 80 are not maint's business.
+            let to_app = public(e.orig.dport).is_some()
+                && e.reply.sport == e.orig.dport
+                && !local.contains(&e.orig.src)
+                && policy.matches(e.orig.src);
+            // The same kind of connection picked up mid-stream from the app's side (loose
+            // pickup after an earlier kill): the state was created by the app's segment, so
+            // the client is its destination.
+            let picked_up_reversed = public(e.orig.sport).is_some()
+                && e.reply.dport == e.orig.sport
+                && local.contains(&e.orig.src)
+                && !local.contains(&e.orig.dst)
+                && policy.matches(e.orig.dst);
+            to_app || picked_up_reversed
+        }
         // Redirected: the reply comes from the maintenance server's port.
-        StateTarget::Server => e.reply.sport == map.server && map.server != map.public,
+        StateTarget::Server => {
+            matches!(public(e.orig.dport), Some(m) if e.reply.sport == m.server && m.server != m.public)
+        }
     }
+}
+
+/// This host's addresses in the current network namespace.
+fn local_addresses() -> HashSet<IpAddr> {
+    let mut out = HashSet::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we walk read-only and free once.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return out;
+    }
+    let mut cur = list;
+    while !cur.is_null() {
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+                libc::AF_INET => {
+                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                    out.insert(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ));
+                }
+                libc::AF_INET6 => {
+                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                    out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
+                }
+                _ => {}
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    unsafe { libc::freeifaddrs(list) };
+    out
 }
 
 fn dump(sock: &mut Socket) -> Result<Vec<Entry>, NlError> {
@@ -153,9 +202,10 @@ fn put_tuple(w: &mut Writer, ty: u16, t: &Tuple) {
 /// Deletes the selected entries; returns how many the kernel removed.
 pub fn kill(policy: &Policy, target: StateTarget) -> Result<usize, NlError> {
     let mut sock = Socket::open()?;
+    let local = local_addresses();
     let victims: Vec<Entry> = dump(&mut sock)?
         .into_iter()
-        .filter(|e| selected(policy, target, e))
+        .filter(|e| selected(policy, target, e, &local))
         .collect();
     let mut removed = 0;
     for chunk in victims.chunks(DELETES_PER_DATAGRAM) {
@@ -236,6 +286,38 @@ mod tests {
         )
     }
 
+    /// The server's own addresses in these fixtures.
+    fn sel(p: &Policy, target: StateTarget, e: &Entry) -> bool {
+        let local = ["192.0.2.1", "2001:db8::ffff"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        selected(p, target, e, &local)
+    }
+
+    #[test]
+    fn app_target_takes_reverse_pickups_but_not_the_hosts_own_connections() {
+        let p = policy();
+        // Picked up from the app's side: orig is app:80 -> client.
+        let reversed = Entry {
+            orig: t("192.0.2.1", 80, "198.51.100.1", 40000),
+            reply: t("198.51.100.1", 40000, "192.0.2.1", 80),
+            id: Some(3),
+            zone: None,
+        };
+        assert!(sel(&p, StateTarget::App, &reversed));
+        // This host fetching from another server's port 80 (policy `all` covers it).
+        let all = Policy::new(crate::everything(), [], p.ports.clone(), None);
+        let outgoing = Entry {
+            orig: t("192.0.2.1", 40000, "198.51.100.1", 80),
+            reply: t("198.51.100.1", 80, "192.0.2.1", 40000),
+            id: Some(4),
+            zone: None,
+        };
+        assert!(!sel(&all, StateTarget::App, &outgoing));
+        assert!(sel(&all, StateTarget::App, &app("203.0.113.1", 80)));
+    }
+
     fn app(src: &str, dport: u16) -> Entry {
         Entry {
             orig: t(src, 40000, "192.0.2.1", dport),
@@ -257,45 +339,45 @@ mod tests {
     #[test]
     fn app_target_takes_matched_unredirected_tcp_on_public_ports() {
         let p = policy();
-        assert!(selected(&p, StateTarget::App, &app("198.51.100.1", 80)));
-        assert!(selected(&p, StateTarget::App, &app("198.51.100.1", 443)));
+        assert!(sel(&p, StateTarget::App, &app("198.51.100.1", 80)));
+        assert!(sel(&p, StateTarget::App, &app("198.51.100.1", 443)));
         let mut v6 = app("2001:db8::1", 80);
         v6.orig.dst = "2001:db8::ffff".parse().unwrap();
-        assert!(selected(&p, StateTarget::App, &v6));
+        assert!(sel(&p, StateTarget::App, &v6));
         // excepted, unmatched, other port, already redirected, not TCP
-        assert!(!selected(&p, StateTarget::App, &app("198.51.100.9", 80)));
-        assert!(!selected(&p, StateTarget::App, &app("203.0.113.1", 80)));
-        assert!(!selected(&p, StateTarget::App, &app("198.51.100.1", 22)));
-        assert!(!selected(
+        assert!(!sel(&p, StateTarget::App, &app("198.51.100.9", 80)));
+        assert!(!sel(&p, StateTarget::App, &app("203.0.113.1", 80)));
+        assert!(!sel(&p, StateTarget::App, &app("198.51.100.1", 22)));
+        assert!(!sel(
             &p,
             StateTarget::App,
             &redirected("198.51.100.1", 80, 8503)
         ));
         let mut udp = app("198.51.100.1", 80);
         udp.orig.proto = 17;
-        assert!(!selected(&p, StateTarget::App, &udp));
+        assert!(!sel(&p, StateTarget::App, &udp));
     }
 
     #[test]
     fn server_target_takes_redirected_entries_from_anyone() {
         let p = policy();
-        assert!(selected(
+        assert!(sel(
             &p,
             StateTarget::Server,
             &redirected("203.0.113.1", 80, 8503)
         ));
-        assert!(selected(
+        assert!(sel(
             &p,
             StateTarget::Server,
             &redirected("198.51.100.9", 443, 8504)
         ));
         // wrong pairing, and entries that reach the app
-        assert!(!selected(
+        assert!(!sel(
             &p,
             StateTarget::Server,
             &redirected("203.0.113.1", 80, 8504)
         ));
-        assert!(!selected(&p, StateTarget::Server, &app("198.51.100.1", 80)));
+        assert!(!sel(&p, StateTarget::Server, &app("198.51.100.1", 80)));
     }
 
     #[test]

@@ -177,6 +177,10 @@ table inet maint {
 \t\ttcp dport 80 ct state invalid ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
 \t\ttcp dport 443 ct state invalid ip saddr != @exc4 ip saddr @src4 reject with tcp reset
 \t\ttcp dport 443 ct state invalid ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
+\t\ttcp dport 80 ct direction reply ip saddr != @exc4 ip saddr @src4 reject with tcp reset
+\t\ttcp dport 80 ct direction reply ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
+\t\ttcp dport 443 ct direction reply ip saddr != @exc4 ip saddr @src4 reject with tcp reset
+\t\ttcp dport 443 ct direction reply ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
 \t}
 }
 ";

@@ -100,6 +100,8 @@ pub enum Match {
     TimeBefore(u64),
     CtStatusDnat,
     CtStateInvalid,
+    /// `ct direction reply`: the packet travels against the direction its state was created in.
+    CtReply,
     IifLo,
 }
 
@@ -174,30 +176,37 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
             action: Action::Drop,
         });
     }
-    // With nf_conntrack_tcp_loose=0, a client whose established state we deleted sends its
-    // next segment as INVALID: NAT never sees it and it would still reach the app's socket.
-    // Resetting it makes the client reconnect, and the new connection meets the redirect.
+    // A matched client whose established state we deleted must not keep talking to the app:
+    // - with nf_conntrack_tcp_loose=0 its next segment is INVALID, NAT never sees it, and it
+    //   would still reach the app's socket;
+    // - with loose pickup (the default), the *app's* next segment may come first and create
+    //   the state in the reverse direction, after which the client's segments are replies
+    //   that NAT never sees either. A client's own connection to a public port always has its
+    //   state in the original direction, so a reply-direction segment from it is one of these.
+    // Resetting either makes the client reconnect, and the new connection meets the redirect.
     // The port and state checks come first because this chain sees every input packet.
-    for p in &policy.ports {
-        for ip in Ip::BOTH {
-            let mut m = vec![
-                Match::TcpDport(p.public),
-                Match::CtStateInvalid,
-                Match::Saddr {
-                    set: SetName::Exceptions(ip),
-                    negate: true,
-                },
-                Match::Saddr {
-                    set: SetName::Sources(ip),
-                    negate: false,
-                },
-            ];
-            m.extend(&time);
-            out.push(RuleSpec {
-                chain: INPUT,
-                matches: m,
-                action: Action::RejectTcpReset,
-            });
+    for state in [Match::CtStateInvalid, Match::CtReply] {
+        for p in &policy.ports {
+            for ip in Ip::BOTH {
+                let mut m = vec![
+                    Match::TcpDport(p.public),
+                    state,
+                    Match::Saddr {
+                        set: SetName::Exceptions(ip),
+                        negate: true,
+                    },
+                    Match::Saddr {
+                        set: SetName::Sources(ip),
+                        negate: false,
+                    },
+                ];
+                m.extend(&time);
+                out.push(RuleSpec {
+                    chain: INPUT,
+                    matches: m,
+                    action: Action::RejectTcpReset,
+                });
+            }
         }
     }
     out
@@ -220,6 +229,7 @@ impl RuleSpec {
                 Match::TimeBefore(t) => format!("meta time < {t}"),
                 Match::CtStatusDnat => "ct status dnat".into(),
                 Match::CtStateInvalid => "ct state invalid".into(),
+                Match::CtReply => "ct direction reply".into(),
                 Match::IifLo => "iif \"lo\"".into(),
             })
             .collect();
@@ -279,6 +289,11 @@ impl RuleSpec {
                 }
                 Match::CtStatusDnat => ct_bit(rule, Conntrack::Status, 0x20),
                 Match::CtStateInvalid => ct_bit(rule, Conntrack::State, 0x01),
+                Match::CtReply => {
+                    rule.add_expr(&CtDirection);
+                    // enum ip_conntrack_dir: IP_CT_DIR_REPLY = 1, a one-byte key.
+                    rule.add_expr(&Cmp::new(CmpOp::Eq, [1u8].as_slice()));
+                }
                 Match::IifLo => {
                     rule.add_expr(&Meta::Iif);
                     // The loopback device is ifindex 1 in every network namespace.
@@ -362,6 +377,28 @@ impl Expression for LookupSet {
 
 /// `meta time` (nanoseconds since the epoch) into register 1. The nftnl crate lacks the key.
 struct MetaTime;
+
+/// NFT_CT_DIRECTION from linux/netfilter/nf_tables.h (enum nft_ct_keys); the nftnl crate's
+/// `Conntrack` has no direction key.
+const NFT_CT_DIRECTION: u32 = 1;
+
+/// `ct direction` into register 1.
+struct CtDirection;
+
+impl Expression for CtDirection {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
+        let e = alloc_expr(c"ct");
+        unsafe {
+            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_KEY as u16, NFT_CT_DIRECTION);
+            sys::nftnl_expr_set_u32(
+                e.as_ptr(),
+                sys::NFTNL_EXPR_CT_DREG as u16,
+                libc::NFT_REG_1 as u32,
+            );
+        }
+        e
+    }
+}
 
 /// NFT_META_TIME_NS from linux/netfilter/nf_tables.h (kernel 5.4+).
 const NFT_META_TIME_NS: u32 = 30;
@@ -465,6 +502,8 @@ mod tests {
                 "input: tcp dport 8503 drop",
                 "input: tcp dport 80 ct state invalid ip saddr != @exc4 ip saddr @src4 meta time < 1700000000 reject with tcp reset",
                 "input: tcp dport 80 ct state invalid ip6 saddr != @exc6 ip6 saddr @src6 meta time < 1700000000 reject with tcp reset",
+                "input: tcp dport 80 ct direction reply ip saddr != @exc4 ip saddr @src4 meta time < 1700000000 reject with tcp reset",
+                "input: tcp dport 80 ct direction reply ip6 saddr != @exc6 ip6 saddr @src6 meta time < 1700000000 reject with tcp reset",
             ]
         );
     }
