@@ -391,6 +391,60 @@ fn connection_limit_holds_extra_clients_back() {
 }
 
 #[test]
+fn runs_unprivileged_after_binding_when_started_as_root() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED runs_unprivileged_after_binding: only meaningful when started as root");
+        return;
+    }
+    let s = TestServer::start("");
+    let pid = s.child.as_ref().unwrap().id();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert!(
+        uids.split_whitespace()
+            .skip(1)
+            .all(|u| u == nobody.to_string()),
+        "real, effective, saved and fs uid must all be nobody: {uids}"
+    );
+    assert!(s.log().contains("dropped privileges"), "{}", s.log());
+    // And it still serves.
+    assert!(stdout(&curl(&["-i", &s.url("/")])).starts_with("HTTP/1.1 503"));
+}
+
+#[test]
+fn world_readable_key_is_reported_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["shop.example".into()]).unwrap();
+    let (c, k) = (dir.path().join("shop.crt"), dir.path().join("shop.key"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let s = TestServer::configure(&format!(
+        "[tls]\ndiscover = false\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        c.display(),
+        k.display()
+    ));
+    let out = s.maint(&["check"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "private key {} is readable by others (mode 644)",
+            k.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("shop.example") && text.contains("valid for"),
+        "{text}"
+    );
+}
+
+#[test]
 fn status_reads_counters_over_the_control_socket() {
     let s = TestServer::start("");
     for _ in 0..3 {
