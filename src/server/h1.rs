@@ -4,26 +4,33 @@
 //! During maintenance every visitor's browser may hold a keep-alive connection open to us;
 //! 10,000 of them must fit in a few megabytes. hyper keeps read and write buffers and timers
 //! per connection for as long as it lives (about 25 KB each, measured by tests/bench), so this
-//! path keeps none: an idle connection is its socket, a timer and this task's small state. A
-//! request is read into a per-thread buffer only once the socket is readable, parsed with
-//! `httparse` (hyper's own parser), answered from the pre-rendered page, and the buffer is
-//! free again before the next wait. Only a request head that arrives in pieces is kept, up to
-//! the head size limit. HTTPS (and with it HTTP/2) stays on hyper in `http`.
+//! path keeps none: a connection is a small hand-written future (its socket, one timer, and
+//! buffers that are empty between requests). A request is read into a per-thread buffer only
+//! once the socket is readable, parsed with `httparse` (hyper's own parser), answered from the
+//! pre-rendered page into a per-thread buffer and written at once; only a request head that
+//! arrives in pieces, or an answer the client does not take at once, is kept per connection.
+//! HTTPS (and with it HTTP/2) stays on hyper in `http`.
 //!
 //! What the answer does not depend on is not read: request bodies are never buffered; a
-//! request that carries one gets its answer with `Connection: close`.
+//! request that carries one gets its answer with `Connection: close`, and the connection is
+//! closed gently (write side first, then a short drain) so the client reads the answer
+//! instead of a reset.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Method;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::time::{timeout_at, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 
 use super::http::Shared;
 use super::page::Answer;
@@ -32,103 +39,204 @@ use super::page::Answer;
 const READ_CHUNK: usize = 16 * 1024;
 /// More headers than this is not a browser.
 const MAX_HEADERS: usize = 64;
+/// How long, and how much, a closing connection is drained so the client sees our answer.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
 
 thread_local! {
     /// The read buffer, shared by every connection this worker thread serves. Borrowed only
-    /// between a readiness event and the end of parsing, never across an await.
+    /// within one poll, never across a suspension.
     static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
     /// Answers are written from here straight away; only what the socket does not take at
     /// once is copied into the connection's own buffer.
     static WRITE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What to do after answering.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for (more of) a request.
+    Reading,
+    /// Answered with `Connection: close`: flush, shut the write side, drain briefly.
+    Closing { drained: usize, shut: bool },
+}
+
+pin_project_lite::pin_project! {
+    /// One HTTP/1.1 connection. Its size is the cost of an idle keep-alive connection.
+    pub struct Conn {
+        stream: TcpStream,
+        shared: Arc<Shared>,
+        _permit: OwnedSemaphorePermit,
+        // Bytes of a request head that arrived in pieces; unallocated between requests.
+        partial: Vec<u8>,
+        // Answer bytes the socket has not taken yet, and how many of them it has.
+        unsent: Vec<u8>,
+        sent: usize,
+        state: State,
+        // Idle timeout between requests, header timeout within a head, linger when closing.
+        #[pin]
+        deadline: Sleep,
+    }
+
+    impl PinnedDrop for Conn {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            this.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            if *this.sent < this.unsent.len() {
+                this.shared.writing.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Conn {
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let idle = shared.limits.idle_timeout;
+        Conn {
+            stream,
+            shared,
+            _permit: permit,
+            partial: Vec::new(),
+            unsent: Vec::new(),
+            sent: 0,
+            state: State::Reading,
+            deadline: tokio::time::sleep(idle),
+        }
+    }
+}
+
+impl Future for Conn {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            // 1. Whatever the client has not taken yet goes first.
+            if *this.sent < this.unsent.len() {
+                match Pin::new(&mut *this.stream).poll_write(cx, &this.unsent[*this.sent..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        *this.sent += n;
+                        if *this.sent == this.unsent.len() {
+                            this.shared.writing.fetch_sub(1, Ordering::Relaxed);
+                            *this.unsent = Vec::new();
+                            *this.sent = 0;
+                        }
+                        continue;
+                    }
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    // A client that does not read its answers is cut off like an idle one.
+                    Poll::Pending => return this.deadline.poll(cx),
+                }
+            }
+            // 2. A closing connection: shut our side, then drain what the client still sends
+            //    (an unread body) for a moment, so closing does not reset away our answer.
+            if let State::Closing { drained, shut } = *this.state {
+                if !shut {
+                    let _ = Pin::new(&mut *this.stream).poll_shutdown(cx);
+                    *this.state = State::Closing {
+                        drained,
+                        shut: true,
+                    };
+                    this.deadline.as_mut().reset(Instant::now() + LINGER);
+                }
+                match this.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => return this.deadline.poll(cx),
+                }
+                let n = READ_BUF.with_borrow_mut(|buf| this.stream.try_read(buf));
+                match n {
+                    Ok(0) => return Poll::Ready(()),
+                    Ok(n) if drained + n > LINGER_BYTES => return Poll::Ready(()),
+                    Ok(n) => {
+                        *this.state = State::Closing {
+                            drained: drained + n,
+                            shut: true,
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(()),
+                }
+                continue;
+            }
+            // 3. Wait for a request; the deadline is the idle or the header timeout.
+            match this.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return this.deadline.poll(cx),
+            }
+            let limits = &this.shared.limits;
+            let mut close = false;
+            let read = READ_BUF.with_borrow_mut(|buf| -> std::io::Result<usize> {
+                let n = match this.stream.try_read(buf) {
+                    Ok(0) => return Ok(0),
+                    Ok(n) => n,
+                    Err(e) => return Err(e),
+                };
+                let was_idle = this.partial.is_empty();
+                let data: &[u8] = if was_idle {
+                    &buf[..n]
+                } else {
+                    this.partial.extend_from_slice(&buf[..n]);
+                    this.partial
+                };
+                let rest = WRITE_BUF.with_borrow_mut(|out| {
+                    let (used, next) = answer_all(data, this.shared, limits.max_header_bytes, out);
+                    close = next == Next::Close;
+                    let rest = data[used..].to_vec();
+                    if !out.is_empty() {
+                        let sent = this.stream.try_write(out).unwrap_or(0);
+                        if sent < out.len() {
+                            this.shared.writing.fetch_add(1, Ordering::Relaxed);
+                            *this.unsent = out[sent..].to_vec();
+                            *this.sent = 0;
+                        }
+                        out.clear();
+                        if out.capacity() > 256 * 1024 {
+                            *out = Vec::new(); // after a burst of pipelined requests
+                        }
+                    }
+                    // The clock for an unfinished head starts at its first byte (slowloris);
+                    // between requests it is the idle timeout.
+                    if rest.is_empty() {
+                        this.deadline
+                            .as_mut()
+                            .reset(Instant::now() + limits.idle_timeout);
+                    } else if was_idle {
+                        this.deadline
+                            .as_mut()
+                            .reset(Instant::now() + limits.header_timeout);
+                    }
+                    rest
+                });
+                *this.partial = rest;
+                Ok(n)
+            });
+            match read {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) if close => {
+                    *this.state = State::Closing {
+                        drained: 0,
+                        shut: false,
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// Whether a connection may carry another request.
 #[derive(PartialEq, Eq)]
 enum Next {
     KeepAlive,
     Close,
-}
-
-pub async fn serve(mut stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let settings = shared.settings();
-    let (idle, head_timeout, max_head) = (
-        settings.server.idle_timeout,
-        settings.server.header_timeout,
-        settings.server.max_header_bytes,
-    );
-    drop(settings);
-    // Bytes of a request head that arrived in pieces; empty (unallocated) between requests.
-    let mut partial: Vec<u8> = Vec::new();
-    let mut head_deadline = Instant::now() + head_timeout;
-    loop {
-        // Idle between requests: bounded by idle_timeout. Mid-head: by the header timeout,
-        // counted from the head's first byte (slowloris).
-        let deadline = if partial.is_empty() {
-            Instant::now() + idle
-        } else {
-            head_deadline
-        };
-        tokio::select! {
-            r = timeout_at(deadline, stream.readable()) => match r {
-                Ok(Ok(())) => {}
-                _ => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let mut next = Next::KeepAlive;
-        let mut unsent: Vec<u8> = Vec::new();
-        let read = READ_BUF.with_borrow_mut(|buf| -> std::io::Result<usize> {
-            let n = match stream.try_read(buf) {
-                Ok(0) => return Ok(0),
-                Ok(n) => n,
-                Err(e) => return Err(e),
-            };
-            let was_idle = partial.is_empty();
-            let data: &[u8] = if was_idle {
-                &buf[..n]
-            } else {
-                partial.extend_from_slice(&buf[..n]);
-                &partial
-            };
-            let used = WRITE_BUF.with_borrow_mut(|out| {
-                let (used, n_next) = answer_all(data, &shared, max_head, out);
-                next = n_next;
-                if !out.is_empty() {
-                    let sent = stream.try_write(out).unwrap_or(0);
-                    unsent = out[sent..].to_vec();
-                }
-                out.clear();
-                if out.capacity() > 256 * 1024 {
-                    *out = Vec::new(); // after a burst of pipelined requests
-                }
-                used
-            });
-            // Keep what is left of an unfinished head for the next read.
-            let rest = data[used..].to_vec();
-            if was_idle && !rest.is_empty() {
-                head_deadline = Instant::now() + head_timeout;
-            }
-            partial = rest;
-            Ok(n)
-        });
-        match read {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        }
-        if !unsent.is_empty() {
-            // A client that does not read its answers is cut off like an idle one.
-            let write = tokio::time::timeout(idle, stream.write_all(&unsent)).await;
-            if !matches!(write, Ok(Ok(()))) {
-                return;
-            }
-        }
-        if next == Next::Close {
-            let _ = stream.shutdown().await;
-            return;
-        }
-    }
 }
 
 /// Answers every complete request head in `data` (pipelining), appending the answers to
@@ -141,8 +249,7 @@ fn answer_all(data: &[u8], shared: &Shared, max_head: usize, out: &mut Vec<u8>) 
         match req.parse(&data[used..]) {
             Ok(httparse::Status::Complete(len)) => {
                 used += len;
-                let next = answer_one(&req, shared, out);
-                if next == Next::Close {
+                if answer_one(&req, shared, out) == Next::Close {
                     return (data.len(), Next::Close);
                 }
             }
@@ -262,5 +369,15 @@ mod tests {
     fn date_is_an_http_date() {
         let d = String::from_utf8(date().to_vec()).unwrap();
         assert!(d.ends_with(" GMT") && d.len() == 29, "{d}");
+    }
+
+    #[test]
+    fn an_idle_connection_stays_small() {
+        // The whole point of this module: keep this near the socket plus one timer.
+        assert!(
+            std::mem::size_of::<Conn>() <= 320,
+            "Conn is {} bytes",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

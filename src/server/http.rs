@@ -6,7 +6,7 @@
 //! closed, and request bodies are never read (the answer does not depend on them).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +48,17 @@ pub struct Shared {
     stop: watch::Sender<bool>,
     tls: Option<Tls>,
     key_helper: Option<KeyHelper>,
+    /// Connection limits, fixed at start like the listeners.
+    pub limits: Limits,
+    /// HTTP/1.1 connections with an answer not yet fully written; SIGTERM waits for them.
+    pub writing: AtomicUsize,
+}
+
+/// What bounds one connection.
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
 }
 
 impl Shared {
@@ -59,7 +70,14 @@ impl Shared {
     ) -> Result<Shared> {
         let window = Window::default();
         let page = Page::render(&content, &window)?;
+        let limits = Limits {
+            idle_timeout: config.server.idle_timeout,
+            header_timeout: config.server.header_timeout,
+            max_header_bytes: config.server.max_header_bytes,
+        };
         Ok(Shared {
+            limits,
+            writing: AtomicUsize::new(0),
             page: ArcSwap::from_pointee(page),
             http_port: config.server.http_port,
             slots: Arc::new(Semaphore::new(config.server.max_connections)),
@@ -142,8 +160,10 @@ impl Shared {
             if let Some(g) = graceful {
                 g.shutdown().await;
             }
-            // HTTP/1.1 connections watch `stop` themselves; wait for them to go.
-            while self.stats.connections.load(Ordering::Relaxed) > 0 {
+            // HTTP/1.1 answers are written as soon as a request is read, so only answers
+            // still on their way to slow readers are waited for; idle keep-alive
+            // connections close when the process exits.
+            while self.writing.load(Ordering::Relaxed) > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -231,12 +251,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
         let shared = shared.clone();
         let Some(acceptor) = acceptor.clone() else {
             // Plain HTTP: the lean HTTP/1.1 path (see `h1` for why).
-            let stop = shared.stop.subscribe();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _open = Open::new(&shared.stats);
-                super::h1::serve(stream, shared.clone(), stop).await;
-            });
+            tokio::spawn(super::h1::Conn::new(stream, shared, permit));
             continue;
         };
         let builder = builder.clone();

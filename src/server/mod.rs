@@ -29,6 +29,7 @@ use http::Shared;
 pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()> {
     let paths = config.paths.clone();
     prepare_state_dir(&paths.state_dir)?;
+    raise_open_file_limit(config.server.max_connections);
 
     let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
     let content = page::Content::load(&config.page)?;
@@ -89,6 +90,27 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
         let _ = std::fs::remove_file(paths.pid_file());
     }
     result
+}
+
+/// Every connection is a file descriptor, and the usual soft limit (1024) would cap the
+/// server far below `max_connections`; raise it to the hard limit, as nginx and Go do.
+fn raise_open_file_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!(soft, hard, "cannot raise the open-file limit");
+    }
+    let limit = if soft < hard { hard } else { soft };
+    // Listeners, the control socket, logs and the TLS helper need a few more.
+    if (limit as usize) < max_connections + 64 {
+        tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit caps connections below server.max_connections; raise it (LimitNOFILE= in systemd)"
+        );
+    }
 }
 
 fn prepare_state_dir(dir: &Path) -> Result<()> {
