@@ -44,12 +44,15 @@ pub fn load(path: &Path) -> Result<Option<Record>> {
         .with_context(|| format!("state record {} is corrupt", path.display()))
 }
 
-/// Written to a temporary file and renamed, so a crash never leaves half a record.
+/// Written to a temporary file and renamed, so a crash never leaves half a record. Built in
+/// memory and written at once: with 100,000 prefixes, writing token by token cost more than
+/// loading the firewall.
 pub fn save(path: &Path, record: &Record) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
+    let mut text = serde_json::to_vec_pretty(record)?;
+    text.push(b'\n');
     let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    serde_json::to_writer_pretty(&mut f, record)?;
-    f.write_all(b"\n")?;
+    f.write_all(&text)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
