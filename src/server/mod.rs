@@ -27,6 +27,15 @@ use http::Shared;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()> {
+    // A SIGTERM or SIGHUP that arrives after the ports are bound (so the server looks up)
+    // but before the handlers exist must wait, not kill the process or skip a reload: block
+    // them now, and `signals` unblocks them once it listens. Threads inherit the mask.
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&handled_signals()),
+        None,
+    )
+    .context("cannot block signals during start-up")?;
     let paths = config.paths.clone();
     prepare_state_dir(&paths.state_dir)?;
     raise_open_file_limit(config.server.max_connections);
@@ -103,8 +112,7 @@ fn raise_open_file_limit(max_connections: usize) {
         tracing::warn!(soft, hard, "cannot raise the open-file limit");
     }
     let limit = if soft < hard { hard } else { soft };
-    // Listeners, the control socket, logs and the TLS helper need a few more.
-    if (limit as usize) < max_connections + 64 {
+    if (limit as usize) < max_connections {
         tracing::warn!(
             limit,
             max_connections,
@@ -195,10 +203,26 @@ fn drop_privileges(user: &str) -> Result<()> {
     Ok(())
 }
 
+fn handled_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
 async fn signals(shared: &Arc<Shared>, config_path: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Handlers are in place: let signals through (to this thread; the runtime's worker
+    // threads keep them blocked, which is fine for process-directed signals).
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+        Some(&handled_signals()),
+        None,
+    )?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); return Ok(()) }
