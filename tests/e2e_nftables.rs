@@ -426,7 +426,7 @@ fn window_expires_by_itself() {
         return;
     }
     let site = Site::new();
-    let on = site.maint_json(&["on", "--for", "2s", "--reason", "Quick restart"]);
+    let on = site.maint_json(&["on", "--for", "3s", "--reason", "Quick restart"]);
     assert!(on["until"].is_string(), "{on}");
     let (code, body) = site.get_public(&site.pub4());
     assert_eq!(code, 503);
@@ -445,8 +445,13 @@ fn window_expires_by_itself() {
         "the window's end drives Retry-After: {retry}"
     );
     // Kill the server: the kernel alone must end the window.
-    site.maint_ok(&["status"]);
-    std::thread::sleep(Duration::from_millis(2500));
+    let pid = on["server_started"].as_i64().expect("on started a server") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
     site.wait_until(|s| is_app(&s.get_public(&s.pub4())));
     let status = site.maint_json(&["status"]);
     assert_eq!(status["active"], false, "{status}");
