@@ -357,6 +357,11 @@ impl Controller {
             if s.pid == pid {
                 stop_server(pid);
                 outcome.server_stopped = Some(pid);
+                // Running unprivileged, it could not remove its root-owned files itself.
+                if control::ask(&socket, &Request::Status).is_err() {
+                    let _ = std::fs::remove_file(&socket);
+                    let _ = std::fs::remove_file(paths.pid_file());
+                }
             }
         }
         let had_record = state::remove(&paths.state_record())?;

@@ -19,6 +19,11 @@ fn warn_all(warnings: &[String]) {
     }
 }
 
+/// "1 prefix", "2 prefixes".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn ports(p: &[maint_backends::PortMap]) -> String {
     p.iter()
         .map(|p| format!("{}→{}", p.public, p.server))
@@ -66,8 +71,8 @@ pub fn outcome(json: bool, verb: &str, o: &Outcome) {
             println!("{line}");
             if o.states_killed > 0 {
                 println!(
-                    "moved {} open connection(s) to the maintenance page",
-                    o.states_killed
+                    "moved {} to the maintenance page",
+                    count(o.states_killed, "open connection", "open connections")
                 );
             }
         }
@@ -75,8 +80,8 @@ pub fn outcome(json: bool, verb: &str, o: &Outcome) {
             println!("maintenance off: clients reach the app again");
             if o.states_killed > 0 {
                 println!(
-                    "moved {} open connection(s) back to the app",
-                    o.states_killed
+                    "moved {} back to the app",
+                    count(o.states_killed, "open connection", "open connections")
                 );
             }
             if let Some(pid) = o.server_stopped {
@@ -100,15 +105,15 @@ pub fn status(json: bool, r: &StatusReport) {
     println!("backend:     {} ({})", r.backend, r.table);
     if !r.sources.is_empty() || !r.source_prefixes.is_empty() {
         println!(
-            "sources:     {} ({} prefixes)",
+            "sources:     {} ({})",
             r.sources.join(", "),
-            r.source_prefixes.len()
+            count(r.source_prefixes.len(), "prefix", "prefixes")
         );
         if !r.exceptions.is_empty() || !r.exception_prefixes.is_empty() {
             println!(
-                "except:      {} ({} prefixes)",
+                "except:      {} ({})",
                 r.exceptions.join(", "),
-                r.exception_prefixes.len()
+                count(r.exception_prefixes.len(), "prefix", "prefixes")
             );
         }
         println!("ports:       {}", ports(&r.ports));
@@ -124,7 +129,7 @@ pub fn status(json: bool, r: &StatusReport) {
     }
     match &r.server {
         Some(s) => println!(
-            "server:      pid {}, {}, port {}; {} requests served, {} open connections",
+            "server:      pid {}, {}, port {}; {} served, {}",
             s.status.pid,
             if s.healthy {
                 "healthy"
@@ -132,8 +137,12 @@ pub fn status(json: bool, r: &StatusReport) {
                 "NOT answering HTTP"
             },
             s.status.http_port,
-            s.status.requests,
-            s.status.connections
+            count(s.status.requests as usize, "request", "requests"),
+            count(
+                s.status.connections as usize,
+                "open connection",
+                "open connections"
+            )
         ),
         None => println!("server:      not running"),
     }
