@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 
 use anyhow::{bail, Context};
 use nftnl::nftnl_sys as sys;
-use nftnl::{Chain, ChainType, Hook, MsgType, NlMsg, ProtoFamily, Rule};
+use nftnl::{Chain, ChainType, Hook, MsgType, NlMsg, ProtoFamily};
 
 use super::intervals::{self, Element, Family};
 use super::netlink::Socket;
@@ -313,13 +313,7 @@ pub fn apply(
             chain.write(buf as *mut c_void, seq, MsgType::Add)
         })?;
     }
-    for spec in rules::rules(policy) {
-        let chain = chains
-            .iter()
-            .find(|c| c.get_name().to_bytes() == spec.chain.as_bytes())
-            .expect("every rule names one of our chains");
-        let mut rule = Rule::new(chain);
-        spec.build(&mut rule)?;
+    for (spec, rule) in rules::built(&chains, policy)? {
         let what = format!("adding rule to {}: {}", spec.chain, spec.text());
         b.add(sock, what, |buf, seq| unsafe {
             rule.write(buf as *mut c_void, seq, MsgType::Add)

@@ -10,7 +10,7 @@ use std::ffi::{c_void, CString};
 
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
-use nftnl::{MsgType, NlMsg, ProtoFamily, Rule};
+use nftnl::{MsgType, NlMsg, ProtoFamily};
 
 use super::intervals::{self, Family};
 use super::netlink::{NlError, Socket};
@@ -437,13 +437,7 @@ fn expected_rules(name: &str, policy: &Policy) -> anyhow::Result<Vec<RuleInfo>> 
     let chains = super::batch::chains(&table);
     let mut buf = vec![0u8; nftnl::nft_nlmsg_maxsize() as usize];
     let mut out = Vec::new();
-    for spec in rules::rules(policy) {
-        let chain = chains
-            .iter()
-            .find(|c| c.get_name().to_bytes() == spec.chain.as_bytes())
-            .expect("every rule names one of our chains");
-        let mut rule = Rule::new(chain);
-        spec.build(&mut rule)?;
+    for (spec, rule) in rules::built(&chains, policy)? {
         unsafe { rule.write(buf.as_mut_ptr() as *mut c_void, 0, MsgType::Add) };
         let msg = nla::messages(&buf)
             .next()

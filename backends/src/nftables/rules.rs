@@ -212,6 +212,26 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
     out
 }
 
+/// `policy`'s rules, each built on its chain from `chains` (as `batch::chains` makes them):
+/// what `apply` sends and what `current` expects to read back.
+pub fn built<'a>(
+    chains: &'a [nftnl::Chain<'a>],
+    policy: &Policy,
+) -> anyhow::Result<Vec<(RuleSpec, nftnl::Rule<'a>)>> {
+    rules(policy)
+        .into_iter()
+        .map(|spec| {
+            let chain = chains
+                .iter()
+                .find(|c| c.get_name().to_bytes() == spec.chain.as_bytes())
+                .expect("every rule names one of our chains");
+            let mut rule = nftnl::Rule::new(chain);
+            spec.build(&mut rule)?;
+            Ok((spec, rule))
+        })
+        .collect()
+}
+
 impl RuleSpec {
     /// The rule in nft syntax (one line, no indentation).
     pub fn text(&self) -> String {
