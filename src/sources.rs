@@ -158,8 +158,10 @@ pub fn window_end(
         }
         (None, None) => return Ok(None),
     };
+    // Round up: `--for 2s` must last at least two seconds, not end at the next whole second.
+    let since_epoch = end.duration_since(UNIX_EPOCH).unwrap_or_default();
     Ok(Some(
-        end.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+        since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0),
     ))
 }
 
@@ -244,6 +246,12 @@ mod tests {
     fn windows() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(window_end(Some("30m"), None, now).unwrap(), Some(1_001_800));
+        let mid_second = now + Duration::from_millis(300);
+        assert_eq!(
+            window_end(Some("2s"), None, mid_second).unwrap(),
+            Some(1_000_003),
+            "at least 2 s"
+        );
         assert!(window_end(Some("-5m"), None, now)
             .unwrap_err()
             .to_string()

@@ -429,7 +429,7 @@ fn window_expires_by_itself() {
         return;
     }
     let site = Site::new();
-    let on = site.maint_json(&["on", "--for", "3s", "--reason", "Quick restart"]);
+    let on = site.maint_json(&["on", "--for", "2s", "--reason", "Quick restart"]);
     assert!(on["until"].is_string(), "{on}");
     let (code, body) = site.get_public(&site.pub4());
     assert_eq!(code, 503);
@@ -454,7 +454,7 @@ fn window_expires_by_itself() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(2000));
     site.wait_until(|s| is_app(&s.get_public(&s.pub4())));
     let status = site.maint_json(&["status"]);
     assert_eq!(status["active"], false, "{status}");
