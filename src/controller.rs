@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context};
 use maint_backends::{Backend, BackendError, Kind, Options, Policy, PortMap, StateTarget};
@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::cli::{OffArgs, OnArgs};
 use crate::config::{BackendChoice, Config};
 use crate::control::{self, ControlError, Request, ServerStatus, Window};
+use crate::server::page::now_secs;
 use crate::sources;
 use crate::state::{self, Record};
 
@@ -44,7 +45,7 @@ impl From<BackendError> for Fail {
 pub type Result<T, E = Fail> = std::result::Result<T, E>;
 
 /// What `on` and `off` report: a stable object for `--json`, a sentence for humans.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Outcome {
     pub changed: bool,
     pub active: bool,
@@ -67,13 +68,6 @@ pub struct Outcome {
 pub struct Controller {
     config: Config,
     config_path: PathBuf,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 impl Controller {
@@ -104,6 +98,17 @@ impl Controller {
                 pfctl: self.config.firewall.pfctl.clone(),
             },
         )?)
+    }
+
+    /// The backend maint's state is in. The record knows which firewall and table `on` used,
+    /// even if the config changed or broke since; without one, the config (or its defaults)
+    /// decides.
+    fn backend_for(&self, record: Option<&Record>) -> Result<(Box<dyn Backend>, Kind, String)> {
+        let (kind, table) = match record {
+            Some(r) => (r.backend, r.table.clone()),
+            None => (self.backend_kind()?, self.config.firewall.table.clone()),
+        };
+        Ok((self.open_backend(kind, &table)?, kind, table))
     }
 
     /// The redirects for this config. HTTPS ports are left out when the server has no usable
@@ -176,7 +181,6 @@ impl Controller {
         let table = self.config.firewall.table.clone();
         let backend = self.open_backend(kind, &table)?;
         let mut outcome = Outcome {
-            changed: false,
             active: true,
             dry_run: args.dry_run,
             backend: backend.name(),
@@ -185,11 +189,8 @@ impl Controller {
             ports: policy.ports.clone(),
             until: until.map(crate::server::page::rfc3339),
             reason: args.reason.clone(),
-            states_killed: 0,
-            server_started: None,
-            server_stopped: None,
             warnings,
-            ruleset: None,
+            ..Outcome::default()
         };
         if args.dry_run {
             outcome.ruleset = Some(backend.render(Some(&policy)));
@@ -259,7 +260,7 @@ impl Controller {
             exceptions: args.except.clone(),
             since: match &previous {
                 Some(p) if !outcome.changed => p.since,
-                _ => now(),
+                _ => now_secs(),
             },
             reason,
             spawned_server,
@@ -282,7 +283,7 @@ impl Controller {
     pub fn off(&self, args: &OffArgs) -> Result<Outcome> {
         let paths = &self.config.paths;
         if let Some(at) = args.scheduled {
-            let wait = at.saturating_sub(now());
+            let wait = at.saturating_sub(now_secs());
             std::thread::sleep(Duration::from_secs(wait));
         }
         let _lock = if args.dry_run {
@@ -303,13 +304,7 @@ impl Controller {
                 return Ok(self.outcome_unchanged(record.as_ref()));
             }
         }
-        // The record knows which firewall and table `on` used, even if the config changed or
-        // broke since; without one, the config (or its defaults) decides.
-        let (kind, table) = match &record {
-            Some(r) => (r.backend, r.table.clone()),
-            None => (self.backend_kind()?, self.config.firewall.table.clone()),
-        };
-        let backend = self.open_backend(kind, &table)?;
+        let (backend, _, _) = self.backend_for(record.as_ref())?;
         let current = backend.current().unwrap_or_else(|e| {
             warnings.push(format!(
                 "cannot read maint's {} state ({e}); removing it anyway",
@@ -318,20 +313,10 @@ impl Controller {
             None
         });
         let mut outcome = Outcome {
-            changed: false,
-            active: false,
             dry_run: args.dry_run,
             backend: backend.name(),
-            sources: Vec::new(),
-            exceptions: Vec::new(),
-            ports: Vec::new(),
-            until: None,
-            reason: None,
-            states_killed: 0,
-            server_started: None,
-            server_stopped: None,
             warnings,
-            ruleset: None,
+            ..Outcome::default()
         };
         if args.dry_run {
             outcome.ruleset = Some(backend.render(None));
@@ -371,10 +356,7 @@ impl Controller {
 
     fn outcome_unchanged(&self, record: Option<&Record>) -> Outcome {
         Outcome {
-            changed: false,
             active: record.is_some(),
-            dry_run: false,
-            backend: "",
             sources: record.map(|r| r.sources.clone()).unwrap_or_default(),
             exceptions: record.map(|r| r.exceptions.clone()).unwrap_or_default(),
             ports: record.map(|r| r.policy.ports.clone()).unwrap_or_default(),
@@ -382,11 +364,7 @@ impl Controller {
                 .and_then(|r| r.policy.until)
                 .map(crate::server::page::rfc3339),
             reason: record.and_then(|r| r.reason.clone()),
-            states_killed: 0,
-            server_started: None,
-            server_stopped: None,
-            warnings: Vec::new(),
-            ruleset: None,
+            ..Outcome::default()
         }
     }
 
@@ -472,11 +450,7 @@ impl Controller {
             drift.push(format!("{e:#}"));
             None
         });
-        let (kind, table) = match &record {
-            Some(r) => (r.backend, r.table.clone()),
-            None => (self.backend_kind()?, self.config.firewall.table.clone()),
-        };
-        let backend = self.open_backend(kind, &table)?;
+        let (backend, kind, table) = self.backend_for(record.as_ref())?;
         let current = match backend.current() {
             Ok(c) => c,
             Err(e) => {

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use super::http::Shared;
+use super::http::{Open, Shared};
 use super::page::Answer;
 
 /// Largest read at once; a request head larger than `max_header_bytes` is refused anyway.
@@ -64,7 +64,7 @@ pin_project_lite::pin_project! {
     /// One HTTP/1.1 connection. Its size is the cost of an idle keep-alive connection.
     pub struct Conn {
         stream: TcpStream,
-        shared: Arc<Shared>,
+        open: Open,
         _permit: OwnedSemaphorePermit,
         // Bytes of a request head that arrived in pieces; unallocated between requests.
         partial: Vec<u8>,
@@ -80,9 +80,8 @@ pin_project_lite::pin_project! {
     impl PinnedDrop for Conn {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            this.shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
             if *this.sent < this.unsent.len() {
-                this.shared.writing.fetch_sub(1, Ordering::Relaxed);
+                this.open.0.writing.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -90,15 +89,10 @@ pin_project_lite::pin_project! {
 
 impl Conn {
     pub fn new(stream: TcpStream, shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Conn {
-        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        shared
-            .stats
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
         let idle = shared.limits.idle_timeout;
         Conn {
             stream,
-            shared,
+            open: Open::new(shared),
             _permit: permit,
             partial: Vec::new(),
             unsent: Vec::new(),
@@ -114,6 +108,7 @@ impl Future for Conn {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
+        let shared = &this.open.0;
         loop {
             // 1. Whatever the client has not taken yet goes first.
             if *this.sent < this.unsent.len() {
@@ -121,7 +116,7 @@ impl Future for Conn {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         *this.sent += n;
                         if *this.sent == this.unsent.len() {
-                            this.shared.writing.fetch_sub(1, Ordering::Relaxed);
+                            shared.writing.fetch_sub(1, Ordering::Relaxed);
                             *this.unsent = Vec::new();
                             *this.sent = 0;
                         }
@@ -169,7 +164,7 @@ impl Future for Conn {
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => return this.deadline.poll(cx),
             }
-            let limits = &this.shared.limits;
+            let limits = &shared.limits;
             let mut close = false;
             let read = READ_BUF.with_borrow_mut(|buf| -> std::io::Result<usize> {
                 let n = match this.stream.try_read(buf) {
@@ -185,13 +180,13 @@ impl Future for Conn {
                     this.partial
                 };
                 let rest = WRITE_BUF.with_borrow_mut(|out| {
-                    let (used, next) = answer_all(data, this.shared, limits.max_header_bytes, out);
+                    let (used, next) = answer_all(data, shared, limits.max_header_bytes, out);
                     close = next == Next::Close;
                     let rest = data[used..].to_vec();
                     if !out.is_empty() {
                         let sent = this.stream.try_write(out).unwrap_or(0);
                         if sent < out.len() {
-                            this.shared.writing.fetch_add(1, Ordering::Relaxed);
+                            shared.writing.fetch_add(1, Ordering::Relaxed);
                             *this.unsent = out[sent..].to_vec();
                             *this.sent = 0;
                         }
@@ -285,10 +280,9 @@ fn answer_one(req: &httparse::Request<'_, '_>, shared: &Shared, out: &mut Vec<u8
         if h.name.eq_ignore_ascii_case("accept") {
             accept = std::str::from_utf8(h.value).ok();
         } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.contains("close") {
+            if has_token(h.value, b"close") {
                 close = true;
-            } else if v.contains("keep-alive") {
+            } else if has_token(h.value, b"keep-alive") {
                 close = false;
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -310,6 +304,14 @@ fn answer_one(req: &httparse::Request<'_, '_>, shared: &Shared, out: &mut Vec<u8
     let answer = shared.page().answer(&method, path, accept);
     write_answer(out, &answer, next == Next::Close);
     next
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive), without
+/// allocating: this runs for every request that sends `Connection`, which browsers all do.
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 fn write_answer(out: &mut Vec<u8>, a: &Answer, close: bool) {
@@ -364,6 +366,14 @@ fn date() -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_tokens() {
+        assert!(has_token(b"Keep-Alive", b"keep-alive"));
+        assert!(has_token(b"keep-alive, Upgrade", b"keep-alive"));
+        assert!(has_token(b" close ", b"close"));
+        assert!(!has_token(b"closed", b"close"));
+    }
 
     #[test]
     fn date_is_an_http_date() {

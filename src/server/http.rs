@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
@@ -83,7 +83,7 @@ impl Shared {
             slots: Arc::new(Semaphore::new(config.server.max_connections)),
             source: Mutex::new((Arc::new(config), content, window)),
             stats: Stats::default(),
-            started: now_secs(),
+            started: super::page::now_secs(),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
             stop: watch::Sender::new(false),
             tls,
@@ -190,18 +190,24 @@ impl Shared {
     }
 }
 
-/// Counts a connection for as long as it lives.
-struct Open<'a>(&'a Stats);
-impl<'a> Open<'a> {
-    fn new(stats: &'a Stats) -> Self {
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        stats.connections_total.fetch_add(1, Ordering::Relaxed);
-        Open(stats)
+/// A connection's hold on the shared state, counted in the stats for as long as it lives;
+/// both the HTTP/1.1 and the TLS paths keep one.
+pub struct Open(pub Arc<Shared>);
+
+impl Open {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        Open(shared)
     }
 }
-impl Drop for Open<'_> {
+
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -257,7 +263,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
         let builder = builder.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _open = Open::new(&shared.stats);
+            let _open = Open::new(shared.clone());
             let server = shared.settings().server.clone();
             let svc = service_fn(|req| {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -402,11 +408,4 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleTimeout<T> {
         }
         r
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }

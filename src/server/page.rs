@@ -374,7 +374,8 @@ pub fn negotiate(accept: &str) -> Kind {
     best.0
 }
 
-fn now_secs() -> u64 {
+/// Unix time in whole seconds.
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
