@@ -37,8 +37,13 @@ impl From<anyhow::Error> for Fail {
     }
 }
 impl From<BackendError> for Fail {
+    /// A firewall that is not set up for maint (pf disabled, no anchor line, a table over pf's
+    /// limit) is the operator's to fix, like bad input, and nothing was changed: exit 2.
     fn from(e: BackendError) -> Self {
-        Fail::Failed(e.into())
+        match e {
+            BackendError::NotReady { .. } => Fail::Input(e.into()),
+            e => Fail::Failed(e.into()),
+        }
     }
 }
 
@@ -204,12 +209,7 @@ impl Controller {
             tracing::warn!("{e:#}; replacing it");
             None
         });
-        outcome
-            .warnings
-            .extend(backend.preflight().map_err(|e| match e {
-                BackendError::NotReady { .. } => Fail::Input(e.into()),
-                e => Fail::Failed(e.into()),
-            })?);
+        outcome.warnings.extend(backend.preflight()?);
 
         // 3. Health gate: never redirect visitors into a void.
         let reason = args.reason.clone();

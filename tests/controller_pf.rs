@@ -101,6 +101,7 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
             "pfctl -s info",           // preflight: pf enabled?
             "pfctl -s rules",          // preflight: `anchor "maint"` in the main ruleset?
             "pfctl -a maint -s rules", // current: nothing yet
+            "pfctl -s memory",         // room for the table under pf's table-entries limit?
             "pfctl -a maint -f -",     // apply: rules and table in one transaction
             "pfctl -s states",         // kill states of matched clients still on the app
         ]
@@ -259,4 +260,54 @@ fn dry_run_prints_the_anchor_and_runs_no_pfctl_write() {
         .calls()
         .iter()
         .all(|c| !c.contains("-f") && !c.contains("-k") && !c.contains("-F")));
+}
+
+#[test]
+fn the_shipped_pf_conf_and_the_issues_dry_run_are_accepted_by_openbsd() {
+    let pf = Pf::new("");
+    // The main ruleset is conf/pf.conf, loaded as `pfctl -f /etc/pf.conf` loads it: through
+    // OpenBSD's own parser, kept as OpenBSD prints it back.
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/pf.conf");
+    let load = std::process::Command::new(pf.dir.path().join("pfctl"))
+        .args(["-f", conf])
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{}", stderr(&load));
+
+    let args = [
+        "on",
+        "198.51.100.0/24",
+        "2001:db8:5::/48",
+        "--except",
+        "198.51.100.7",
+    ];
+    let dry = pf.maint(&[&args[..], &["--dry-run"]].concat());
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    maint_testkit::pfparse::assert_accepts("maint", &stdout(&dry));
+
+    let on = pf.json(&args);
+    assert_eq!(on["changed"], true, "{on}");
+    let status = pf.json(&["status"]);
+    assert_eq!(status["drift"], serde_json::json!([]), "{status}");
+    assert_eq!(
+        status["sources"],
+        serde_json::json!(["198.51.100.0/24", "2001:db8:5::/48"])
+    );
+}
+
+#[test]
+fn a_policy_over_pfs_table_limit_is_refused_with_the_pf_conf_line() {
+    let pf = Pf::new(MAIN_RULES);
+    std::fs::write(pf.dir.path().join("limits"), "table-entries 1\n").unwrap();
+    let out = pf.maint(&["on", "198.51.100.0/24", "203.0.113.0/24"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("set limit table-entries"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !pf.calls().iter().any(|c| c.contains("-f -")),
+        "nothing loaded"
+    );
 }

@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use maint_backends::pf::Pf;
 use maint_backends::{everything, Backend, BackendError, Options, Policy, PortMap, StateTarget};
 
+use maint_testkit::pfparse;
+
 const WEB: [PortMap; 2] = [
     PortMap {
         public: 80,
@@ -43,16 +45,24 @@ fn offline(name: &str) -> Pf {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Golden tests of the anchor text (render touches nothing).
+// Golden tests of the anchor text (render touches nothing). Every text is also put to
+// OpenBSD's own parser, as `pfctl -a ANCHOR -f -` would read it.
+
+/// What the backend would load into `anchor` for `policy`, after OpenBSD's parser accepted it.
+fn rendered(anchor: &str, policy: &Policy) -> String {
+    let text = offline(anchor).render(Some(policy));
+    pfparse::assert_accepts(anchor, &text);
+    text
+}
 
 #[test]
 fn render_all_sources() {
     let p = Policy::new(everything(), [], WEB, None);
     assert_eq!(
-        offline("maint").render(Some(&p)),
+        rendered("maint", &p),
         r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
 table <maint_src> {
-	0.0.0.0/0,
+	0.0.0.0/0
 	::/0
 }
 pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect"
@@ -72,13 +82,13 @@ fn render_sources_with_exceptions() {
         None,
     );
     assert_eq!(
-        offline("maint").render(Some(&p)),
+        rendered("maint", &p),
         r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
 table <maint_src> {
-	198.51.100.0/24,
-	2001:db8::/32,
-	!198.51.100.128/25,
-	!203.0.113.5/32,
+	198.51.100.0/24
+	2001:db8::/32
+	!198.51.100.128/25
+	!203.0.113.5/32
 	!2001:db8:beef::/48
 }
 pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect"
@@ -91,7 +101,7 @@ pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 rdr-to ::
 fn render_ipv6_only_has_no_inet_rules() {
     let p = Policy::new(nets(&["2001:db8:1::/48"]), [], WEB, None);
     assert_eq!(
-        offline("maint").render(Some(&p)),
+        rendered("maint", &p),
         r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
 table <maint_src> {
 	2001:db8:1::/48
@@ -114,7 +124,7 @@ fn render_custom_ports_and_anchor_name() {
         None,
     );
     assert_eq!(
-        offline("web/maint").render(Some(&p)),
+        rendered("web/maint", &p),
         r#"# maint: anchor "web/maint", loaded whole by `pfctl -a web/maint -f -`; maint replaces it on every change.
 table <web_maint_src> {
 	192.0.2.0/24
@@ -133,7 +143,7 @@ fn render_with_until() {
         Some(1_767_225_600),
     );
     assert_eq!(
-        offline("maint").render(Some(&p)),
+        rendered("maint", &p),
         r#"# maint: anchor "maint", loaded whole by `pfctl -a maint -f -`; maint replaces it on every change.
 # until 2026-01-01 00:00:00 UTC (1767225600); pf cannot expire rules, so maint runs `maint off` then.
 table <maint_src> {
@@ -153,9 +163,9 @@ fn render_drops_a_source_wholly_inside_an_exception() {
         [WEB[0]],
         None,
     );
-    let text = offline("maint").render(Some(&p));
+    let text = rendered("maint", &p);
     assert!(
-        text.contains("\t192.0.2.0/24,\n\t!198.51.0.0/16\n}"),
+        text.contains("\t192.0.2.0/24\n\t!198.51.0.0/16\n}"),
         "{text}"
     );
     assert!(!text.contains("\t198.51.100.0/24"), "{text}");
@@ -291,7 +301,7 @@ fn apply_is_one_load_and_current_reads_it_back() {
     let pf = fake.pf();
     let p = office_policy();
     pf.apply(&p).unwrap();
-    assert_eq!(fake.commands(), ["pfctl -a maint -f -"]);
+    assert_eq!(fake.commands(), ["pfctl -s memory", "pfctl -a maint -f -"]);
     // The fake stores the rules the way `pfctl -a maint -s rules` prints them.
     assert_eq!(
         fake.read("anchors/maint/rules").lines().next().unwrap(),
@@ -371,7 +381,12 @@ fn apply_again_replaces_everything_at_once() {
     pf.apply(&office_policy()).unwrap();
     assert_eq!(
         fake.commands(),
-        ["pfctl -a maint -f -", "pfctl -a maint -f -"]
+        [
+            "pfctl -s memory",
+            "pfctl -a maint -f -",
+            "pfctl -s memory",
+            "pfctl -a maint -f -"
+        ]
     );
     assert_eq!(pf.current().unwrap(), Some(office_policy()));
 
@@ -627,4 +642,179 @@ fn missing_pfctl_is_not_ready() {
         }
         other => panic!("expected NotReady, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenBSD's grammar over many policies, and tables as large as operators load.
+
+/// `n` /24 networks from 10.0.0.0 upwards, every other one, so that canonical form cannot merge
+/// them and each is one table entry.
+fn many_v4(n: usize) -> Vec<IpNet> {
+    (0..n)
+        .map(|i| {
+            let i = i as u32;
+            IpNet::V4(ipnet::Ipv4Net::new((0x0a00_0000 + (i << 9)).into(), 24).unwrap())
+        })
+        .collect()
+}
+
+/// `n` /48 networks under 2001:db8::/32, every other one (at most 32,768).
+fn many_v6(n: usize) -> Vec<IpNet> {
+    (0..n as u128)
+        .map(|i| {
+            let base: u128 = 0x2001_0db8 << 96;
+            IpNet::V6(ipnet::Ipv6Net::new((base + (i << 81)).into(), 48).unwrap())
+        })
+        .collect()
+}
+
+/// Every combination the backend can be handed, round-tripped through the fake pfctl, whose
+/// loads go through OpenBSD's own parser and whose `-s rules` is OpenBSD's printing: the text
+/// is accepted, and what the backend reads back is the policy it applied.
+#[test]
+fn every_generated_policy_is_accepted_by_openbsd_and_reads_back() {
+    let sources: Vec<(&str, Vec<IpNet>)> = vec![
+        ("none", vec![]),
+        ("one v4", nets(&["198.51.100.0/24"])),
+        ("one v6", nets(&["2001:db8:5::/48"])),
+        ("all", everything()),
+        ("two v4", nets(&["198.51.100.0/24", "203.0.113.0/24"])),
+        ("v4 and v6", nets(&["198.51.100.0/24", "2001:db8:5::/48"])),
+        ("3000 v4", many_v4(3000)),
+        ("2000 v4 + 2000 v6", [many_v4(2000), many_v6(2000)].concat()),
+    ];
+    // Exceptions lie inside sources (a wholly excepted source reads back differently; that
+    // has its own test), or outside every source, which pf keeps as a harmless entry.
+    let exceptions: Vec<(&str, Vec<IpNet>)> = vec![
+        ("no exceptions", vec![]),
+        (
+            "exceptions",
+            nets(&["198.51.100.7/32", "10.0.0.128/25", "2001:db8:5::1/128"]),
+        ),
+        ("outside", nets(&["192.0.2.0/24", "2001:db8:ffff::/48"])),
+    ];
+    let port_sets: [&[PortMap]; 3] = [
+        &WEB[..1],
+        &WEB,
+        &[
+            WEB[0],
+            WEB[1],
+            PortMap {
+                public: 8080,
+                server: 8505,
+            },
+            PortMap {
+                public: 8443,
+                server: 8506,
+            },
+        ],
+    ];
+    let anchors = ["maint", "web/maint", "a/b/maint-2", &"m".repeat(40)];
+    let mut checked = 0;
+    for (s_name, src) in &sources {
+        for (e_name, exc) in &exceptions {
+            let i = checked;
+            let ports = port_sets[i % port_sets.len()];
+            let until = (i % 2 == 1).then_some(1_767_225_600 + i as u64);
+            let anchor = anchors[i % anchors.len()];
+            let p = Policy::new(src.clone(), exc.clone(), ports.iter().copied(), until);
+            let what = format!(
+                "{s_name}, {e_name}, {} ports, until {until:?}, anchor {anchor}",
+                ports.len()
+            );
+
+            let fake = Fake::new(&format!("anchor \"{anchor}\" all\n"));
+            let pf = fake.pf_named(anchor);
+            if let Err(e) = pf.apply(&p) {
+                panic!("{what}: OpenBSD refused the anchor: {e}");
+            }
+            assert_eq!(pf.current().unwrap().as_ref(), Some(&p), "{what}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, sources.len() * exceptions.len());
+}
+
+#[test]
+fn the_dry_run_of_the_issue_is_accepted_by_openbsd() {
+    // `maint on --dry-run 198.51.100.0/24 2001:db8:5::/48 --except 198.51.100.7`, which
+    // OpenBSD once refused with `stdin:2: syntax error`.
+    let p = Policy::new(
+        nets(&["198.51.100.0/24", "2001:db8:5::/48"]),
+        nets(&["198.51.100.7/32"]),
+        WEB,
+        None,
+    );
+    let printed = rendered("maint", &p);
+    assert!(
+        printed.contains(
+            "table <maint_src> {\n\t198.51.100.0/24\n\t2001:db8:5::/48\n\t!198.51.100.7/32\n}"
+        ),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_100k_source_policy_is_one_anchor_openbsd_accepts() {
+    let p = Policy::new(many_v4(100_000), nets(&["10.0.0.7/32"]), WEB, None);
+    let text = offline("maint").render(Some(&p));
+    let started = std::time::Instant::now();
+    let verdict = pfparse::parse(Some("maint"), &text);
+    let took = started.elapsed();
+    assert!(verdict.accepted, "{}", verdict.said);
+    let table = verdict
+        .printed
+        .lines()
+        .find(|l| l.starts_with("table <maint_src>"))
+        .expect("OpenBSD printed the table");
+    // 100,000 sources and one exception, each read by OpenBSD as one entry.
+    assert_eq!(table.split_whitespace().count() - 4, 100_001);
+    println!(
+        "OpenBSD's parser read the 100,000-source anchor ({} KB) in {:.2} s",
+        text.len() / 1024,
+        took.as_secs_f64()
+    );
+
+    // Through the fake pfctl, under pf's default limit of 200,000 entries in all tables: the
+    // first load fits, and so does a replace (old and new held at once: 200,002 > 200,000
+    // would not, so the replace takes one entry less).
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    pf.apply(&p).unwrap();
+    let smaller = Policy::new(many_v4(99_998), [], WEB, None);
+    pf.apply(&smaller).unwrap();
+    assert_eq!(pf.current().unwrap().map(|c| c.sources.len()), Some(99_998));
+}
+
+#[test]
+fn a_table_over_pfs_limit_is_refused_before_loading_with_the_line_to_add() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    fake.write("limits", "table-entries 1000\n");
+    let pf = fake.pf();
+    let err = pf
+        .apply(&Policy::new(many_v4(1500), [], WEB, None))
+        .unwrap_err();
+    let BackendError::NotReady { problem, hint } = &err else {
+        panic!("not a NotReady error: {err}");
+    };
+    assert!(
+        problem.contains("1500 pf table entries") && problem.contains("1000"),
+        "{problem}"
+    );
+    assert!(hint.contains("set limit table-entries 200000"), "{hint}");
+    assert_eq!(fake.commands(), ["pfctl -s memory"], "nothing was loaded");
+
+    // A policy under the limit that does not fit beside the old one during the replace:
+    // pfctl's ENOMEM comes back as the same advice, and the old policy stays.
+    let old = Policy::new(many_v4(600), [], WEB, None);
+    pf.apply(&old).unwrap();
+    let err = pf
+        .apply(&Policy::new(many_v4(700), [], WEB, None))
+        .unwrap_err();
+    let BackendError::NotReady { problem, hint } = &err else {
+        panic!("not a NotReady error: {err}");
+    };
+    assert!(problem.contains("Cannot allocate memory"), "{problem}");
+    assert!(hint.contains("set limit table-entries"), "{hint}");
+    assert_eq!(pf.current().unwrap(), Some(old));
 }

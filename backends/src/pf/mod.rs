@@ -141,6 +141,22 @@ impl Pf {
         Ok((PortMap { public, server }, until))
     }
 
+    /// Refuses, before anything is loaded, a table larger than pf's `table-entries` limit.
+    ///
+    /// The limit (`pfctl -s memory`) is shared by every table on the host, and while a load
+    /// replaces maint's table the kernel holds the old entries and the new ones at once, so a
+    /// policy can still fail to fit below the limit; pfctl then reports ENOMEM, which
+    /// [`Backend::apply`] turns into the same advice.
+    fn check_table_room(&self, entries: usize) -> Result<()> {
+        let out = self.pfctl.check(&["-s", "memory"], None)?;
+        match pfctl::parse_limit(&out.stdout, "table-entries") {
+            Some(limit) if entries as u64 > limit => {
+                Err(table_limit_error(entries, Some(limit), ""))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Kills the states of matched clients that still go to the app.
     ///
     /// Those states were created by the operator's own rules, so there is no label of maint's
@@ -181,6 +197,36 @@ impl Pf {
             .pfctl
             .check(&["-k", "label", "-k", &self.names.label], None)?;
         Ok(pfctl::parse_killed(&out.stderr).unwrap_or(0))
+    }
+}
+
+/// The error for a table pf has no room for, with the pf.conf line that makes room.
+fn table_limit_error(entries: usize, limit: Option<u64>, pfctl_said: &str) -> BackendError {
+    let problem = match limit {
+        Some(limit) => format!(
+            "the policy needs {entries} pf table entries, more than pf's limit of {limit} \
+             (`pfctl -s memory`, table-entries); nothing was loaded"
+        ),
+        None => format!(
+            "pf had no room for the policy's {entries} table entries; nothing was loaded \
+             (pfctl said: {})",
+            pfctl_said.trim()
+        ),
+    };
+    // Twice the entries, as the kernel holds maint's old table and the new one during the
+    // load, a tenth more for the host's other tables, and never below pf's own default.
+    let entries64 = entries as u64;
+    let want = (entries64 * 2 + entries64 / 10)
+        .next_multiple_of(10_000)
+        .max(200_000);
+    BackendError::NotReady {
+        problem,
+        hint: format!(
+            "raise the limit in /etc/pf.conf with\n      set limit table-entries {want}\n    \
+             (room for this table twice, as a replace holds the old and new entries at once, \
+             plus the host's other tables), reload it with `pfctl -f /etc/pf.conf`, or match \
+             fewer prefixes"
+        ),
     }
 }
 
@@ -270,10 +316,21 @@ impl Backend for Pf {
     }
 
     fn apply(&self, policy: &Policy) -> Result<()> {
+        self.check_table_room(render::table_entries(policy).len())?;
         let text = render::anchor_text(policy, &self.names);
-        self.pfctl
-            .check(&["-a", self.anchor(), "-f", "-"], Some(&text))?;
-        Ok(())
+        let args = ["-a", self.anchor(), "-f", "-"];
+        let out = self.pfctl.run(&args, Some(&text))?;
+        if out.success {
+            return Ok(());
+        }
+        if out.stderr.contains("Cannot allocate memory") {
+            return Err(table_limit_error(
+                render::table_entries(policy).len(),
+                None,
+                &out.stderr,
+            ));
+        }
+        Err(self.pfctl.failure(&args, &out))
     }
 
     fn current(&self) -> Result<Option<Policy>> {

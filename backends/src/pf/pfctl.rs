@@ -116,13 +116,18 @@ impl Pfctl {
     pub fn check(&self, args: &[&str], stdin: Option<&str>) -> Result<Output> {
         let out = self.run(args, stdin)?;
         if !out.success {
-            return Err(BackendError::Failed(anyhow!(
-                "`{}` failed: {}",
-                self.describe(args),
-                out.stderr.trim()
-            )));
+            return Err(self.failure(args, &out));
         }
         Ok(out)
+    }
+
+    /// The error for a pfctl run that exited non-zero, in pfctl's own words.
+    pub fn failure(&self, args: &[&str], out: &Output) -> BackendError {
+        BackendError::Failed(anyhow!(
+            "`{}` failed: {}",
+            self.describe(args),
+            out.stderr.trim()
+        ))
     }
 }
 
@@ -142,6 +147,15 @@ pub(crate) fn parse_status(stdout: &str) -> Option<bool> {
         } else {
             None
         }
+    })
+}
+
+/// One limit from `pfctl -s memory`, which `pfctl_show_limits()` prints as
+/// `%-13s hard limit %8u` per limit, or `%-13s unlimited`; `None` when unlimited or absent.
+pub(crate) fn parse_limit(stdout: &str, name: &str) -> Option<u64> {
+    stdout.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.trim_start();
+        rest.strip_prefix("hard limit")?.trim().parse().ok()
     })
 }
 
@@ -317,6 +331,19 @@ mod tests {
             parse_host_port(&states[2].first),
             Some(("2001:db8::10".parse().unwrap(), 443))
         );
+    }
+
+    #[test]
+    fn reads_a_memory_limit() {
+        let out = "states        hard limit   100000\n\
+                   src-nodes     hard limit    10000\n\
+                   tables        hard limit     1000\n\
+                   table-entries hard limit   200000\n\
+                   anchors       unlimited\n";
+        assert_eq!(parse_limit(out, "table-entries"), Some(200_000));
+        assert_eq!(parse_limit(out, "tables"), Some(1000));
+        assert_eq!(parse_limit(out, "anchors"), None);
+        assert_eq!(parse_limit(out, "frags"), None);
     }
 
     #[test]

@@ -121,14 +121,19 @@ pub(crate) fn anchor_text(policy: &Policy, names: &Names) -> String {
             utc(until)
         );
     }
+    // One entry per line and no commas. pf's grammar (parse.y) reads
+    //     table_host_list : tablespec optnl | table_host_list comma tablespec optnl
+    // so a newline may follow an entry, and a comma may stand between entries, but a comma
+    // followed by a newline is a syntax error: OpenBSD refused every table of two or more
+    // entries that maint wrote as `a,⏎ b`. A line per entry also keeps a 100,000-entry
+    // table readable in `--dry-run` and a failed load's line number meaningful.
     let entries = table_entries(policy);
     if entries.is_empty() {
         let _ = writeln!(out, "table <{}> {{ }}", names.table);
     } else {
         let _ = writeln!(out, "table <{}> {{", names.table);
-        let last = entries.len() - 1;
-        for (i, e) in entries.iter().enumerate() {
-            let _ = writeln!(out, "\t{e}{}", if i < last { "," } else { "" });
+        for e in &entries {
+            let _ = writeln!(out, "\t{e}");
         }
         let _ = writeln!(out, "}}");
     }

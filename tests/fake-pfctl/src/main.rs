@@ -5,6 +5,13 @@
 //! pfctl_table.c, pf_print_state.c). Anything outside the subset exits 2 with a message, so a
 //! test notices when the backend starts using something the fake does not know.
 //!
+//! Loads (`-f`) go through OpenBSD's own parser: `shared/pfparse` beside the checkout, or
+//! `$PFPARSE`. A text OpenBSD would refuse is refused the way pfctl refuses it (its
+//! `FILE:LINE: message`, then "Syntax error in config file", exit 1), and the rules are kept
+//! exactly as OpenBSD prints them back, which is what `-s rules` then shows. Without pfparse
+//! the fake refuses to load anything (exit 2): a fake that accepted whatever it was given is
+//! how a table OpenBSD rejects once passed every test.
+//!
 //! State directory: `$FAKE_PFCTL_DIR`, or else the directory of the path the fake was started
 //! by (argv[0]). The second form lets tests running in parallel each symlink the fake into
 //! their own directory without sharing process environment. Files in it:
@@ -17,6 +24,8 @@
 //!   states           one state per line: `LABEL<TAB>STATE` where STATE is a `pfctl -s states`
 //!                    line and LABEL the label of the rule that created it (`-` for none)
 //!   eperm            if present, every call fails as an unprivileged user's would
+//!   limits           `NAME NUMBER` lines overriding pf's default limits (`-s memory`), as
+//!                    `set limit` in pf.conf does; a load over `table-entries` fails with ENOMEM
 //!   fail             a pattern (also `$FAKE_PFCTL_FAIL`): the first call whose arguments,
 //!                    joined by spaces, contain it fails with a pfctl-like error and changes
 //!                    nothing; `fail.fired` records that it fired.
@@ -36,12 +45,17 @@ fn main() {
         Ok(o) => o,
         Err(msg) => die(1, &format!("pfctl: {msg}")),
     };
-    let stdin = if opts.file.as_deref() == Some("-") {
-        let mut s = String::new();
-        let _ = std::io::stdin().read_to_string(&mut s);
-        Some(s)
-    } else {
-        None
+    let stdin = match opts.file.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            let _ = std::io::stdin().read_to_string(&mut s);
+            Some(s)
+        }
+        Some(path) => match fs::read_to_string(path) {
+            Ok(s) => Some(s),
+            Err(e) => die(1, &format!("pfctl: {path}: {e}")),
+        },
+        None => None,
     };
     log_call(&dir, args, stdin.as_deref());
 
@@ -73,11 +87,8 @@ fn main() {
         pf.table(table, cmd, &anchor);
     } else if !opts.kill.is_empty() {
         pf.kill(&opts.kill);
-    } else if let (Some("-"), Some(text)) = (opts.file.as_deref(), &stdin) {
-        if anchor.is_empty() {
-            unsupported("loading the main ruleset");
-        }
-        pf.load(&anchor, text);
+    } else if let (Some(file), Some(text)) = (opts.file.as_deref(), &stdin) {
+        pf.load(&anchor, if file == "-" { "stdin" } else { file }, text);
     } else {
         unsupported(&args.join(" "));
     }
@@ -332,6 +343,12 @@ impl Pf {
                     ""
                 );
             }
+            "memory" => {
+                // pfctl_show_limits(): `%-13s hard limit %8u`.
+                for (name, _) in LIMITS {
+                    println!("{name:<13} hard limit {:>8}", self.limit(name));
+                }
+            }
             "states" => {
                 for (_, line) in self.states() {
                     println!("{line}");
@@ -437,18 +454,30 @@ impl Pf {
         eprintln!("killed {killed} states");
     }
 
-    /// `pfctl -a ANCHOR -f -`: parse everything first, then replace the anchor's rules and the
-    /// tables the text defines in one go, as the kernel transaction does.
-    fn load(&self, anchor: &str, text: &str) {
-        let parsed = match parse_ruleset(text) {
-            Ok(p) => p,
-            Err((line, msg)) => {
-                eprintln!("stdin:{line}: {msg}");
+    /// `pfctl [-a ANCHOR] -f FILE`: OpenBSD's own parser (pfparse) decides whether the text is
+    /// accepted, exactly as pfctl's would; then the rules (as pfctl prints them back) and the
+    /// tables the text defines replace the anchor's in one go, as the kernel transaction does.
+    fn load(&self, anchor: &str, file: &str, text: &str) {
+        let parsed = openbsd_parse(anchor, file, text);
+        if anchor.is_empty() {
+            // The main ruleset: what `pfctl -s rules` prints. Its own tables are not kept;
+            // maint never reads or writes them.
+            let rules: String = parsed.rules.iter().map(|r| format!("{r}\n")).collect();
+            let _ = fs::write(self.dir.join("main.conf"), rules);
+            return;
+        }
+        // While a load replaces a table the kernel holds its old and new entries together,
+        // against the one `table-entries` limit shared by every table on the host.
+        let held: usize = self.all_table_entries();
+        for (name, t, line) in &parsed.tables {
+            let limit = self.limit("table-entries");
+            if held + t.entries.len() > limit {
+                eprintln!("{file}:{line}: cannot define table {name}: Cannot allocate memory");
                 die(1, "pfctl: Syntax error in config file: pf rules not loaded");
             }
-        };
+        }
         let mut tables = self.tables(anchor);
-        for (name, t) in parsed.tables {
+        for (name, t, _) in parsed.tables {
             tables.insert(name, t);
         }
         // Tables the rules refer to but the text does not define are created empty.
@@ -464,77 +493,175 @@ impl Pf {
         fs::write(self.anchor_dir(anchor).join("rules"), rules).expect("write rules");
         self.write_tables(anchor, &tables);
     }
+
+    /// Entries in every table of every anchor, for the `table-entries` limit.
+    fn all_table_entries(&self) -> usize {
+        let Ok(rd) = fs::read_dir(self.dir.join("anchors")) else {
+            return 0;
+        };
+        let mut stack: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        let mut n = 0;
+        while let Some(p) = stack.pop() {
+            if p.file_name().is_some_and(|f| f == "tables") {
+                for t in fs::read_dir(&p).into_iter().flatten().flatten() {
+                    let text = fs::read_to_string(t.path()).unwrap_or_default();
+                    n += text
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && !l.is_empty())
+                        .count();
+                }
+            } else if p.is_dir() {
+                stack.extend(
+                    fs::read_dir(&p)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        n
+    }
+
+    /// A limit as `pfctl -s memory` shows it: the file `limits` holds `NAME NUMBER` lines
+    /// (set by tests, as `set limit` in pf.conf would); otherwise pf's defaults (pfvar.h).
+    fn limit(&self, name: &str) -> usize {
+        let set = fs::read_to_string(self.dir.join("limits")).unwrap_or_default();
+        set.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| {
+                LIMITS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, v)| *v)
+            })
+    }
 }
 
+/// pf's default limits, in `pfctl -s memory` order (pfctl.c `pf_limits[]`, pfvar.h); frags
+/// depends on the host's clusters, so a plausible value stands in.
+const LIMITS: &[(&str, usize)] = &[
+    ("states", 100_000),
+    ("src-nodes", 10_000),
+    ("frags", 65_536),
+    ("tables", 1_000),
+    ("table-entries", 200_000),
+    ("pktdelay-pkts", 10_000),
+    ("anchors", 512),
+];
+
+/// What OpenBSD's parser made of a ruleset.
 struct Ruleset {
-    tables: Vec<(String, Table)>,
+    /// Tables the text defines: name, entries, and the line the definition ends on.
+    tables: Vec<(String, Table, usize)>,
+    /// Tables the rules refer to.
     table_refs: Vec<String>,
     /// Rules as `pfctl -s rules` prints them.
     rules: Vec<String>,
 }
 
-type ParseError = (usize, String);
-
-fn parse_ruleset(text: &str) -> Result<Ruleset, ParseError> {
+/// Runs the text through OpenBSD's parser (`pfctl -n -v`): on rejection, fails as pfctl does
+/// (its `FILE:LINE: message` lines, then "Syntax error in config file", exit 1); on
+/// acceptance, returns the rules as pfctl prints them and the tables as the text defines them.
+fn openbsd_parse(anchor: &str, file: &str, text: &str) -> Ruleset {
+    use maint_testkit::pfparse;
+    if let Err(why) = pfparse::locate() {
+        die(
+            2,
+            &format!("fake-pfctl: {why}; the fake never loads a ruleset OpenBSD has not accepted"),
+        );
+    }
+    let verdict = pfparse::parse(Some(anchor).filter(|a| !a.is_empty()), text);
+    if !verdict.accepted {
+        // pfparse names standard input "stdin", as pfctl does; a file keeps its own name.
+        for line in verdict.said.lines() {
+            eprintln!("{}", line.replacen("stdin:", &format!("{file}:"), 1));
+        }
+        die(1, "pfctl: Syntax error in config file: pf rules not loaded");
+    }
     let mut rs = Ruleset {
-        tables: Vec::new(),
+        tables: table_defs(text),
         table_refs: Vec::new(),
         rules: Vec::new(),
     };
-    // Join a brace block spread over several lines into one statement, as pf.conf allows.
+    let mut printed_tables = Vec::new();
+    for line in verdict.printed.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with("table <") {
+            printed_tables.push(line.to_owned());
+        } else if !line.starts_with("set ") {
+            for name in line.split('<').skip(1).filter_map(|r| r.split_once('>')) {
+                if !rs.table_refs.contains(&name.0.to_owned()) {
+                    rs.table_refs.push(name.0.to_owned());
+                }
+            }
+            rs.rules.push(line.to_owned());
+        }
+    }
+    // The fake reads table entries itself (pf prints both /0 networks as `any`, losing the
+    // family); it must agree with OpenBSD's reading of every one.
+    if rs.tables.len() != printed_tables.len() {
+        die(
+            2,
+            "fake-pfctl: found a different number of tables than OpenBSD did",
+        );
+    }
+    for ((name, t, _), line) in rs.tables.iter().zip(&printed_tables) {
+        let ours: Vec<String> = t
+            .entries
+            .iter()
+            .map(|e| e.replace("0.0.0.0/0", "any").replace("::/0", "any"))
+            .collect();
+        let theirs: Vec<&str> = line
+            .split_once('{')
+            .and_then(|(_, r)| r.rsplit_once('}'))
+            .map(|(body, _)| body.split_whitespace().collect())
+            .unwrap_or_default();
+        if ours != theirs || !line.starts_with(&format!("table <{name}>")) {
+            die(
+                2,
+                &format!("fake-pfctl: read table <{name}> as {ours:?}, OpenBSD as {line}"),
+            );
+        }
+    }
+    rs
+}
+
+/// The tables a ruleset defines, in order, with the line each definition ends on. The text
+/// has passed OpenBSD's parser, so only the shape maint writes needs reading here.
+fn table_defs(text: &str) -> Vec<(String, Table, usize)> {
+    let mut out = Vec::new();
     let mut stmt = String::new();
-    let mut start = 0;
     let mut depth = 0i32;
     for (no, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("");
-        if stmt.is_empty() {
-            start = no + 1;
-        }
         stmt.push(' ');
         stmt.push_str(line);
         depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
         if depth > 0 {
             continue;
         }
-        if depth < 0 {
-            return Err((no + 1, "syntax error".into()));
-        }
         let s = std::mem::take(&mut stmt);
         let s = s.trim();
-        if s.is_empty() {
-            continue;
-        }
         if s.starts_with("table") {
-            rs.tables.push(parse_table_def(s).map_err(|m| (start, m))?);
-        } else {
-            let (rule, table) = parse_rule(s).map_err(|m| (start, m))?;
-            rs.rules.push(rule);
-            if let Some(t) = table {
-                if !rs.table_refs.contains(&t) {
-                    rs.table_refs.push(t);
-                }
+            match parse_table_def(s) {
+                Ok((name, t)) => out.push((name, t, no + 1)),
+                Err(m) => die(
+                    2,
+                    &format!("fake-pfctl: cannot read a table OpenBSD accepted: {m}"),
+                ),
             }
         }
     }
-    if depth != 0 {
-        return Err((start, "syntax error".into()));
-    }
-    for (name, _) in &rs.tables {
-        if !rs.table_refs.contains(name) {
-            // pfctl itself only warns; maint never defines a table it does not use.
-            return Err((0, format!("table <{name}> defined but not referenced")));
-        }
-    }
-    Ok(rs)
+    out
 }
 
 fn parse_table_def(s: &str) -> Result<(String, Table), String> {
-    let rest = s.strip_prefix("table").unwrap().trim_start();
-    let name = rest
+    let rest = s.strip_prefix("table").unwrap_or(s).trim_start();
+    let (name, rest) = rest
         .strip_prefix('<')
         .and_then(|r| r.split_once('>'))
-        .ok_or("syntax error")?;
-    let (name, mut rest) = (name.0.to_owned(), name.1.trim());
+        .ok_or("no <name>")?;
+    let mut rest = rest.trim();
     let mut persist = false;
     loop {
         if let Some(r) = rest.strip_prefix("persist") {
@@ -549,7 +676,7 @@ fn parse_table_def(s: &str) -> Result<(String, Table), String> {
     let body = rest
         .strip_prefix('{')
         .and_then(|r| r.trim_end().strip_suffix('}'))
-        .ok_or("syntax error")?;
+        .unwrap_or("");
     let mut entries = Vec::new();
     for tok in body.split([',', ' ', '\t']).filter(|t| !t.is_empty()) {
         let (neg, addr) = match tok.strip_prefix('!') {
@@ -559,7 +686,7 @@ fn parse_table_def(s: &str) -> Result<(String, Table), String> {
         let printed = normalize_net(addr)?;
         entries.push(if neg { format!("!{printed}") } else { printed });
     }
-    Ok((name, Table { persist, entries }))
+    Ok((name.to_owned(), Table { persist, entries }))
 }
 
 /// An address or network as print_addrx() shows it: no `/32` or `/128` for hosts. Host bits
@@ -595,144 +722,6 @@ fn normalize_net(s: &str) -> Result<String, String> {
     } else {
         format!("{ip}/{len}")
     })
-}
-
-/// Splits a rule into words, keeping `"quoted strings"` whole.
-fn words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in s.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            c if c.is_whitespace() && !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// Parses the filter-rule subset maint writes and prints it the way print_rule() does:
-/// `pass in quick on ! lo0 inet proto tcp from <t> to any port = 80 flags S/SA
-/// label "l" tag t rdr-to 127.0.0.1 port 8503`.
-fn parse_rule(s: &str) -> Result<(String, Option<String>), String> {
-    let w = words(s);
-    let mut i = 0;
-    let next = |i: &mut usize| -> Result<String, String> {
-        let t = w.get(*i).cloned().ok_or("syntax error")?;
-        *i += 1;
-        Ok(t)
-    };
-    let peek = |i: usize| w.get(i).map(String::as_str);
-    let action = next(&mut i)?;
-    if action != "pass" && action != "match" {
-        return Err(format!("syntax error (unsupported action {action})"));
-    }
-    let mut out = action.clone();
-    if let Some(d @ ("in" | "out")) = peek(i) {
-        out.push_str(&format!(" {d}"));
-        i += 1;
-    }
-    if peek(i) == Some("quick") {
-        out.push_str(" quick");
-        i += 1;
-    }
-    if peek(i) == Some("on") {
-        i += 1;
-        let mut iface = next(&mut i)?;
-        if iface == "!" {
-            iface = format!("! {}", next(&mut i)?);
-        }
-        out.push_str(&format!(" on {iface}"));
-    }
-    let mut af = None;
-    if let Some(a @ ("inet" | "inet6")) = peek(i) {
-        af = Some(a.to_owned());
-        out.push_str(&format!(" {a}"));
-        i += 1;
-    }
-    if peek(i) == Some("proto") {
-        i += 1;
-        let p = next(&mut i)?;
-        if p != "tcp" {
-            return Err(format!("syntax error (unsupported proto {p})"));
-        }
-        out.push_str(" proto tcp");
-    } else {
-        return Err("syntax error (fake-pfctl wants proto tcp)".into());
-    }
-    let mut table = None;
-    let mut fromto = String::new();
-    for dir in ["from", "to"] {
-        if next(&mut i)? != dir {
-            return Err("syntax error".into());
-        }
-        let host = next(&mut i)?;
-        if let Some(t) = host.strip_prefix('<').and_then(|h| h.strip_suffix('>')) {
-            table = Some(t.to_owned());
-        } else if host != "any" {
-            return Err(format!("syntax error (unsupported host {host})"));
-        }
-        fromto.push_str(&format!(" {dir} {host}"));
-        if peek(i) == Some("port") {
-            i += 1;
-            if peek(i) == Some("=") {
-                i += 1;
-            }
-            let port: u16 = next(&mut i)?.parse().map_err(|_| "illegal port")?;
-            fromto.push_str(&format!(" port = {port}"));
-        }
-    }
-    if fromto == " from any to any" {
-        fromto = " all".into();
-    }
-    out.push_str(&fromto);
-    let (mut label, mut tag, mut rdr) = (None, None, None);
-    while i < w.len() {
-        match next(&mut i)?.as_str() {
-            "label" => label = Some(next(&mut i)?.trim_matches('"').to_owned()),
-            "tag" => tag = Some(next(&mut i)?.trim_matches('"').to_owned()),
-            "rdr-to" => {
-                let addr: IpAddr = next(&mut i)?
-                    .parse()
-                    .map_err(|_| "illegal rdr-to address")?;
-                match (&af, addr) {
-                    (Some(a), IpAddr::V4(_)) if a == "inet" => {}
-                    (Some(a), IpAddr::V6(_)) if a == "inet6" => {}
-                    _ => return Err("rdr-to address family does not match rule".into()),
-                }
-                if next(&mut i)? != "port" {
-                    return Err("syntax error".into());
-                }
-                let port: u16 = next(&mut i)?.parse().map_err(|_| "illegal port")?;
-                rdr = Some(format!("{addr} port {port}"));
-            }
-            other => return Err(format!("syntax error (unsupported option {other})")),
-        }
-    }
-    if action == "pass" {
-        out.push_str(" flags S/SA");
-    }
-    if let Some(l) = label {
-        out.push_str(&format!(" label \"{l}\""));
-    }
-    if let Some(t) = tag {
-        out.push_str(&format!(" tag {t}"));
-    }
-    if let Some(r) = rdr {
-        out.push_str(&format!(" rdr-to {r}"));
-    }
-    Ok((out, table))
 }
 
 /// `tcp A <- B` as pfctl_key_kill_states() reads it: (proto, source, destination).
