@@ -13,6 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// The header that marks every answer of maint's server, so the health probe (and the page's
+/// script) can tell the maintenance server from the app.
+pub const MARKER: &str = "x-maintenance";
+
 /// The maintenance window the page describes: when it ends and why.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
@@ -48,7 +52,7 @@ pub struct ServerStatus {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Answer {
+pub enum Reply {
     Ok { status: ServerStatus },
     Err { error: String },
 }
@@ -91,8 +95,8 @@ pub fn ask(socket: &Path, request: &Request) -> Result<ServerStatus, ControlErro
         let mut answer = String::new();
         BufReader::new(&stream).read_line(&mut answer)?;
         match serde_json::from_str(&answer).context("unreadable answer from the server")? {
-            Answer::Ok { status } => Ok(status),
-            Answer::Err { error } => bail!("the maintenance server refused: {error}"),
+            Reply::Ok { status } => Ok(status),
+            Reply::Err { error } => bail!("the maintenance server refused: {error}"),
         }
     };
     exchange()

@@ -4,14 +4,18 @@
 //! config, hand the command to the controller or the server, and turn the result into output
 //! and an exit code.
 
+mod certs;
 mod cli;
 mod config;
 mod control;
 mod controller;
+mod finding;
 mod output;
+mod request;
 mod server;
 mod sources;
 mod state;
+mod time;
 
 use std::process::ExitCode;
 
@@ -20,6 +24,7 @@ use clap::Parser;
 use cli::{exit, Cli, Command};
 use config::Config;
 use controller::{Controller, Fail};
+use request::{OffRequest, OnRequest};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,11 +33,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(fail) => {
-            let (code, err) = match &fail {
-                Fail::Input(e) => (exit::USAGE, e),
-                Fail::Unhealthy(e) => (exit::SERVER_UNHEALTHY, e),
-                Fail::Failed(e) => (exit::FAILED, e),
+            let code = match &fail {
+                Fail::Input(_) => exit::USAGE,
+                Fail::Unhealthy(_) => exit::SERVER_UNHEALTHY,
+                Fail::System(_) => exit::FAILED,
             };
+            let err = fail.error();
             if cli.json {
                 println!(
                     "{}",
@@ -57,7 +63,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd)
                 .render(&mut std::io::stdout())
-                .map_err(|e| Fail::Failed(e.into()))?;
+                .map_err(|e| Fail::System(e.into()))?;
             return Ok(exit::OK);
         }
         _ => {}
@@ -77,12 +83,15 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             Ok(exit::OK)
         }
         Command::On(args) => {
-            let outcome = Controller::new(config, cli.config.clone()).on(args)?;
+            let request =
+                OnRequest::new(args, &config, std::time::SystemTime::now()).map_err(Fail::Input)?;
+            let outcome = Controller::new(config, cli.config.clone()).on(request)?;
             output::outcome(cli.json, "on", &outcome);
             Ok(exit::OK)
         }
         Command::Off(args) => {
-            let outcome = Controller::new(config, cli.config.clone()).off(args)?;
+            let outcome =
+                Controller::new(config, cli.config.clone()).off(OffRequest::from(args))?;
             output::outcome(cli.json, "off", &outcome);
             Ok(exit::OK)
         }
@@ -94,7 +103,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Check => {
             let findings = Controller::new(config, cli.config.clone()).check()?;
             output::findings(cli.json, &findings);
-            Ok(if findings.iter().any(|f| f.level == "fail") {
+            Ok(if findings.iter().any(|f| f.failed()) {
                 exit::FAILED
             } else {
                 exit::OK

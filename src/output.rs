@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use crate::controller::{Finding, Outcome, StatusReport};
+use crate::controller::{Outcome, StatusReport};
+use crate::finding::Finding;
 
 fn print_json<T: Serialize>(value: &T) {
     println!(
@@ -22,13 +23,6 @@ fn warn_all(warnings: &[String]) {
 /// "1 prefix", "2 prefixes".
 fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
-}
-
-fn ports(p: &[maint_backends::PortMap]) -> String {
-    p.iter()
-        .map(|p| format!("{}→{}", p.public, p.server))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub fn outcome(json: bool, verb: &str, o: &Outcome) {
@@ -64,7 +58,10 @@ pub fn outcome(json: bool, verb: &str, o: &Outcome) {
             if !o.exceptions.is_empty() {
                 line.push_str(&format!(" except {}", o.exceptions.join(", ")));
             }
-            line.push_str(&format!("; ports {}", ports(&o.ports)));
+            line.push_str(&format!(
+                "; ports {}",
+                maint_backends::PortMap::list(&o.ports)
+            ));
             if let Some(u) = &o.until {
                 line.push_str(&format!("; until {u}"));
             }
@@ -116,7 +113,7 @@ pub fn status(json: bool, r: &StatusReport) {
                 count(r.exception_prefixes.len(), "prefix", "prefixes")
             );
         }
-        println!("ports:       {}", ports(&r.ports));
+        println!("ports:       {}", maint_backends::PortMap::list(&r.ports));
     }
     if let Some(s) = &r.since {
         println!("since:       {s}");

@@ -29,6 +29,92 @@ pub struct PortMap {
     pub server: u16,
 }
 
+impl std::fmt::Display for PortMap {
+    /// `80→8503`, as `status`, `check` and logs show a redirect.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}→{}", self.public, self.server)
+    }
+}
+
+impl PortMap {
+    /// `80→8503, 443→8504`, or `none`.
+    pub fn list(ports: &[PortMap]) -> String {
+        if ports.is_empty() {
+            return "none".into();
+        }
+        ports
+            .iter()
+            .map(PortMap::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// This host's own addresses, loopback included: connections from them are never redirected
+/// and never cut.
+#[derive(Clone, Debug, Default)]
+pub struct LocalAddresses(std::collections::HashSet<IpAddr>);
+
+impl LocalAddresses {
+    /// The addresses of every interface in the current network namespace (getifaddrs(3),
+    /// which Linux and OpenBSD both have).
+    pub fn of_this_host() -> LocalAddresses {
+        let mut out = std::collections::HashSet::new();
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs either fails and leaves `list` untouched, or fills it with a
+        // linked list that stays valid until the freeifaddrs below; we only read it.
+        if unsafe { libc::getifaddrs(&mut list) } != 0 {
+            return LocalAddresses(out);
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            // SAFETY: `cur` is a non-null node of the list getifaddrs returned, not yet freed.
+            let ifa = unsafe { &*cur };
+            if let Some(ip) = sockaddr_ip(ifa.ifa_addr) {
+                out.insert(ip);
+            }
+            cur = ifa.ifa_next;
+        }
+        // SAFETY: `list` came from a successful getifaddrs and is freed exactly once.
+        unsafe { libc::freeifaddrs(list) };
+        LocalAddresses(out)
+    }
+
+    /// A fixed set, for tests and for callers that know the addresses.
+    pub fn from_addresses(addrs: impl IntoIterator<Item = IpAddr>) -> LocalAddresses {
+        LocalAddresses(addrs.into_iter().map(unmap).collect())
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = unmap(ip);
+        ip.is_loopback() || self.0.contains(&ip)
+    }
+}
+
+/// The IP address of a `sockaddr` from getifaddrs, for the families maint cares about.
+fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null ifa_addr points to a sockaddr whose sa_family tells its real type;
+    // it is only reinterpreted as the matching sockaddr_in or sockaddr_in6.
+    unsafe {
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let sin = &*(sa as *const libc::sockaddr_in);
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
+            }
+            libc::AF_INET6 => {
+                let sin6 = &*(sa as *const libc::sockaddr_in6);
+                Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Everything a backend needs to put maintenance in place, and nothing it does not.
 ///
 /// Build one with [`Policy::new`], which puts the prefix lists in canonical form (merged,
@@ -75,25 +161,16 @@ impl Policy {
         covered(&self.sources, addr) && !covered(&self.exceptions, addr)
     }
 
-    /// The public port redirected to `server`, if any.
-    pub fn public_port_for(&self, server: u16) -> Option<u16> {
-        self.ports
-            .iter()
-            .find(|p| p.server == server)
-            .map(|p| p.public)
-    }
-
-    pub fn v4_sources(&self) -> impl Iterator<Item = &IpNet> {
-        self.sources.iter().filter(|n| matches!(n, IpNet::V4(_)))
-    }
-    pub fn v6_sources(&self) -> impl Iterator<Item = &IpNet> {
-        self.sources.iter().filter(|n| matches!(n, IpNet::V6(_)))
-    }
-    pub fn v4_exceptions(&self) -> impl Iterator<Item = &IpNet> {
-        self.exceptions.iter().filter(|n| matches!(n, IpNet::V4(_)))
-    }
-    pub fn v6_exceptions(&self) -> impl Iterator<Item = &IpNet> {
-        self.exceptions.iter().filter(|n| matches!(n, IpNet::V6(_)))
+    /// Whether a TCP connection from `client` to `public_port` on this host is one this policy
+    /// sends to the maintenance server: a redirected port, a matched source, and not the host
+    /// itself (its own connections always reach the app, so the operator can test it).
+    ///
+    /// Both backends decide which app connections to cut with this, so "this host" means the
+    /// same everywhere: every address of [`LocalAddresses`], loopback included.
+    pub fn redirects(&self, client: IpAddr, public_port: u16, local: &LocalAddresses) -> bool {
+        self.ports.iter().any(|p| p.public == public_port)
+            && !local.contains(client)
+            && self.matches(client)
     }
 
     /// Whether the window has closed at `now`.
@@ -179,6 +256,10 @@ pub trait Backend: Send + Sync {
     /// Short name for logs and `status` ("nftables", "pf").
     fn name(&self) -> &'static str;
 
+    /// Where maint's rules live, as the firewall's own tools name it: `table inet maint`,
+    /// `anchor "maint"`. Used in every message about maint's state in the kernel.
+    fn location(&self) -> String;
+
     /// Checks the firewall can carry a policy at all; returns warnings worth showing.
     fn preflight(&self) -> Result<Vec<String>>;
 
@@ -189,9 +270,13 @@ pub trait Backend: Send + Sync {
     /// The policy currently in the kernel, or `None` when maint has nothing in place.
     fn current(&self) -> Result<Option<Policy>>;
 
-    /// What `apply(policy)` (or, for `None`, `clear`) would load, in the firewall's own syntax,
-    /// for `--dry-run`. Touches nothing.
-    fn render(&self, policy: Option<&Policy>) -> String;
+    /// What `apply(policy)` would load, in the firewall's own syntax, for `--dry-run`: a text
+    /// an operator could load by hand (`nft -f`, `pfctl -a maint -f`). Touches nothing.
+    fn render_apply(&self, policy: &Policy) -> String;
+
+    /// What `clear` would do, for `maint off --dry-run`: the commands an operator would type,
+    /// one per line, after a `#` comment saying what they remove. Touches nothing.
+    fn render_clear(&self) -> String;
 
     /// Removes everything maint created. Returns whether there was anything to remove.
     fn clear(&self) -> Result<bool>;
@@ -225,26 +310,46 @@ impl Kind {
     }
 }
 
-/// Settings shared by backends; each reads what applies to it.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// nftables table name (family `inet`) or pf anchor name.
-    pub name: String,
-    /// The pfctl(8) program (tests put a fake one here).
-    pub pfctl: std::path::PathBuf,
+/// One firewall and the settings only it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Firewall {
+    /// nftables: maint's table, in family `inet`.
+    Nftables { table: String },
+    /// pf: maint's anchor, and the pfctl(8) program (tests put a fake one here).
+    Pf {
+        anchor: String,
+        pfctl: std::path::PathBuf,
+    },
 }
 
-/// Builds the backend for `kind`.
-pub fn open(kind: Kind, options: Options) -> Result<Box<dyn Backend>> {
-    match kind {
+impl Firewall {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Firewall::Nftables { .. } => Kind::Nftables,
+            Firewall::Pf { .. } => Kind::Pf,
+        }
+    }
+
+    /// The name of maint's table or anchor.
+    pub fn name(&self) -> &str {
+        match self {
+            Firewall::Nftables { table } => table,
+            Firewall::Pf { anchor, .. } => anchor,
+        }
+    }
+}
+
+/// Builds the backend for `firewall`.
+pub fn open(firewall: Firewall) -> Result<Box<dyn Backend>> {
+    match firewall {
         #[cfg(target_os = "linux")]
-        Kind::Nftables => Ok(Box::new(nftables::Nftables::new(options))),
+        Firewall::Nftables { table } => Ok(Box::new(nftables::Nftables::new(table))),
         #[cfg(not(target_os = "linux"))]
-        Kind::Nftables => Err(BackendError::NotReady {
+        Firewall::Nftables { .. } => Err(BackendError::NotReady {
             problem: "the nftables backend only exists on Linux".into(),
             hint: "set `backend = \"pf\"` under [firewall] in maint.toml".into(),
         }),
-        Kind::Pf => Ok(Box::new(pf::Pf::new(options))),
+        Firewall::Pf { anchor, pfctl } => Ok(Box::new(pf::Pf::new(&anchor, pfctl))),
     }
 }
 

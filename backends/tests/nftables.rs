@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use maint_backends::nftables::Nftables;
-use maint_backends::{Backend, BackendError, Options, Policy, PortMap, StateTarget};
+use maint_backends::{Backend, BackendError, Policy, PortMap, StateTarget};
 
 /// Whether we may run; without root, skips (or fails under CI).
 fn have_root() -> bool {
@@ -94,10 +94,22 @@ fn nft_load(text: &str) {
 }
 
 fn backend() -> Nftables {
-    Nftables::new(Options {
-        name: "maint".into(),
-        pfctl: "pfctl".into(),
-    })
+    Nftables::new("maint".into())
+}
+
+/// Runs the commands of a `render_clear` text as an operator would paste them.
+fn run_script(text: &str) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let out = Command::new("sh").args(["-c", line]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 fn nets(s: &[&str]) -> Vec<IpNet> {
@@ -362,17 +374,16 @@ fn render_loads_with_nft_and_matches_apply() {
         let p = policy_a();
         b.apply(&p).unwrap();
         let applied = list_table();
-        nft_load(&b.render(None));
+        run_script(&b.render_clear());
         assert_eq!(b.current().unwrap(), None);
-        nft_load(&b.render(Some(&p)));
+        nft_load(&b.render_apply(&p));
         assert_eq!(list_table(), applied);
         assert_eq!(b.current().unwrap(), Some(p.clone()));
         // Loading the text over an existing table replaces it, like apply.
-        nft_load(&b.render(Some(&policy_b())));
+        nft_load(&b.render_apply(&policy_b()));
         assert_eq!(b.current().unwrap(), Some(policy_b()));
-        // render(None) is loadable when nothing is in place, too.
-        nft_load(&b.render(None));
-        nft_load(&b.render(None));
+        // The clear commands remove maint's table and nothing else.
+        run_script(&b.render_clear());
         assert!(tables().is_empty());
     });
 }
@@ -396,7 +407,7 @@ fn everything_and_the_top_of_the_address_space_read_back() {
         assert!(text.contains("0.0.0.0/0"), "{text}");
         assert!(text.contains("::/0"), "{text}");
         assert!(text.contains("255.255.255.0/24"), "{text}");
-        nft_load(&b.render(Some(&p)));
+        nft_load(&b.render_apply(&p));
         assert_eq!(list_table(), text);
     });
 }
@@ -452,7 +463,7 @@ fn a_hundred_thousand_prefixes_apply_faster_than_nft_f() {
         let p = big_policy();
         assert_eq!(p.sources.len(), 100_000);
         assert_eq!(p.exceptions.len(), 10_000);
-        let text = b.render(Some(&p));
+        let text = b.render_apply(&p);
 
         // Best of three, both ways, from an empty namespace each time.
         let (mut ours, mut nft, mut replace, mut read) =

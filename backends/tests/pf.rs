@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
 use maint_backends::pf::Pf;
-use maint_backends::{everything, Backend, BackendError, Options, Policy, PortMap, StateTarget};
+use maint_backends::{everything, Backend, BackendError, Policy, PortMap, StateTarget};
 
 use maint_testkit::pfparse;
 
@@ -38,10 +38,7 @@ fn nets(s: &[&str]) -> Vec<IpNet> {
 }
 
 fn offline(name: &str) -> Pf {
-    Pf::new(Options {
-        name: name.into(),
-        pfctl: "/nonexistent/pfctl".into(),
-    })
+    Pf::new(name, "/nonexistent/pfctl".into())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -50,7 +47,7 @@ fn offline(name: &str) -> Pf {
 
 /// What the backend would load into `anchor` for `policy`, after OpenBSD's parser accepted it.
 fn rendered(anchor: &str, policy: &Policy) -> String {
-    let text = offline(anchor).render(Some(policy));
+    let text = offline(anchor).render_apply(policy);
     pfparse::assert_accepts(anchor, &text);
     text
 }
@@ -174,10 +171,10 @@ fn render_drops_a_source_wholly_inside_an_exception() {
 #[test]
 fn render_none_describes_the_clear() {
     assert_eq!(
-        offline("maint").render(None),
+        offline("maint").render_clear(),
         "# maint off: empty anchor \"maint\" (its rules, then its tables); nothing else is touched.\n\
-         # pfctl -a maint -F rules\n\
-         # pfctl -a maint -F Tables\n"
+         pfctl -a maint -F rules\n\
+         pfctl -a maint -F Tables\n"
     );
 }
 
@@ -227,10 +224,7 @@ impl Fake {
     }
 
     fn pf_named(&self, name: &str) -> Pf {
-        Pf::new(Options {
-            name: name.into(),
-            pfctl: self.dir.join("pfctl"),
-        })
+        Pf::new(name, self.dir.join("pfctl"))
     }
 
     /// The pfctl command lines run so far, in order.
@@ -757,7 +751,7 @@ fn the_dry_run_of_the_issue_is_accepted_by_openbsd() {
 #[test]
 fn a_100k_source_policy_is_one_anchor_openbsd_accepts() {
     let p = Policy::new(many_v4(100_000), nets(&["10.0.0.7/32"]), WEB, None);
-    let text = offline("maint").render(Some(&p));
+    let text = offline("maint").render_apply(&p);
     let started = std::time::Instant::now();
     let verdict = pfparse::parse(Some("maint"), &text);
     let took = started.elapsed();

@@ -20,8 +20,6 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -29,11 +27,11 @@ use bytes::Bytes;
 use http::Method;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use super::http::{Open, Shared};
 use super::page::Answer;
+use super::shared::{ConnectionGuard, Shared};
 
 /// Largest read at once; a request head larger than `max_header_bytes` is refused anyway.
 const READ_CHUNK: usize = 16 * 1024;
@@ -64,39 +62,31 @@ pin_project_lite::pin_project! {
     /// One HTTP/1.1 connection. Its size is the cost of an idle keep-alive connection.
     pub struct Conn {
         stream: TcpStream,
-        open: Open,
-        _permit: OwnedSemaphorePermit,
+        guard: ConnectionGuard,
         // Bytes of a request head that arrived in pieces; unallocated between requests.
         partial: Vec<u8>,
         // Answer bytes the socket has not taken yet, and how many of them it has.
         unsent: Vec<u8>,
         sent: usize,
+        // Held while `unsent` is not empty, so a shutdown waits for this answer.
+        writing: Option<mpsc::Sender<()>>,
         state: State,
         // Idle timeout between requests, header timeout within a head, linger when closing.
         #[pin]
         deadline: Sleep,
     }
-
-    impl PinnedDrop for Conn {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if *this.sent < this.unsent.len() {
-                this.open.0.writing.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Conn {
-        let idle = shared.limits.idle_timeout;
+    pub fn new(stream: TcpStream, guard: ConnectionGuard) -> Conn {
+        let idle = guard.shared.limits.idle_timeout;
         Conn {
             stream,
-            open: Open::new(shared),
-            _permit: permit,
+            guard,
             partial: Vec::new(),
             unsent: Vec::new(),
             sent: 0,
+            writing: None,
             state: State::Reading,
             deadline: tokio::time::sleep(idle),
         }
@@ -108,7 +98,7 @@ impl Future for Conn {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        let shared = &this.open.0;
+        let shared = &this.guard.shared;
         loop {
             // 1. Whatever the client has not taken yet goes first.
             if *this.sent < this.unsent.len() {
@@ -116,7 +106,7 @@ impl Future for Conn {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         *this.sent += n;
                         if *this.sent == this.unsent.len() {
-                            shared.writing.fetch_sub(1, Ordering::Relaxed);
+                            *this.writing = None;
                             *this.unsent = Vec::new();
                             *this.sent = 0;
                         }
@@ -186,7 +176,7 @@ impl Future for Conn {
                     if !out.is_empty() {
                         let sent = this.stream.try_write(out).unwrap_or(0);
                         if sent < out.len() {
-                            shared.writing.fetch_add(1, Ordering::Relaxed);
+                            *this.writing = shared.writing();
                             *this.unsent = out[sent..].to_vec();
                             *this.sent = 0;
                         }
@@ -357,7 +347,7 @@ fn date() -> Bytes {
     CACHE.with_borrow_mut(|(at, value)| {
         if *at != now {
             *at = now;
-            *value = Bytes::from(super::page::httpdate(now));
+            *value = Bytes::from(crate::time::httpdate(now));
         }
         value.clone()
     })

@@ -1,15 +1,18 @@
 //! The embedded maintenance server (`maint serve`): start-up, privileges, signals, and the
-//! control channel. HTTP itself is in [`http`], what it answers in [`page`].
+//! control channel. Connections are accepted in [`accept`] and served by [`h1`] (plain
+//! HTTP/1.1) or [`https`]; what they answer is in [`page`], what they share in [`shared`].
 //!
 //! Start-up order matters and follows OpenBSD's httpd: bind the ports and read every file
 //! while still root, then drop to the unprivileged user before the first byte from the
 //! network is read. After that, SIGHUP re-reads the config and page as that user.
 
+mod accept;
 mod h1;
-pub mod http;
-pub mod page;
+mod https;
+mod page;
 mod privsep;
-pub mod tls;
+mod shared;
+mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -22,8 +25,8 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
-use crate::control::{Answer, Request};
-use http::Shared;
+use crate::control::{Reply, Request};
+use shared::Shared;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()> {
@@ -43,14 +46,15 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
     let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
     let content = page::Content::load(&config.page)?;
     // HTTPS only with a usable certificate; otherwise `maint on` leaves 443 alone.
-    let tls =
-        match tls::read_pems(&config.tls).and_then(|p| tls::Tls::new(&p, config.tls.self_signed)) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::warn!("HTTPS not served: {e:#}");
-                None
-            }
-        };
+    let tls = match crate::certs::read_pems(&config.tls)
+        .and_then(|p| tls::Tls::new(&p, config.tls.self_signed))
+    {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("HTTPS not served: {e:#}");
+            None
+        }
+    };
     let https_listeners = match &tls {
         Some(_) => bind_all(&config.server.listen, config.server.https_port)?,
         None => Vec::new(),
@@ -75,11 +79,11 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
         let shared = Arc::new(Shared::new(config, content, tls, key_helper)?);
         for l in http_listeners {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tokio::spawn(http::accept_loop(l, shared.clone(), false));
+            tokio::spawn(accept::accept_loop(l, shared.clone(), false));
         }
         for l in https_listeners {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tokio::spawn(http::accept_loop(l, shared.clone(), true));
+            tokio::spawn(accept::accept_loop(l, shared.clone(), true));
         }
         tokio::spawn(control_loop(
             UnixListener::from_std(control)?,
@@ -269,18 +273,18 @@ async fn control_loop(listener: UnixListener, shared: Arc<Shared>) {
                 tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line()).await;
             let answer = match line {
                 Ok(Ok(Some(line))) => match serde_json::from_str::<Request>(&line) {
-                    Ok(Request::Status) => Answer::Ok {
+                    Ok(Request::Status) => Reply::Ok {
                         status: shared.status(),
                     },
                     Ok(Request::SetWindow(w)) => match shared.set_window(w) {
-                        Ok(()) => Answer::Ok {
+                        Ok(()) => Reply::Ok {
                             status: shared.status(),
                         },
-                        Err(e) => Answer::Err {
+                        Err(e) => Reply::Err {
                             error: format!("{e:#}"),
                         },
                     },
-                    Err(e) => Answer::Err {
+                    Err(e) => Reply::Err {
                         error: format!("bad request: {e}"),
                     },
                 },

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -17,12 +16,11 @@ use http_body_util::Full;
 use serde::Serialize;
 
 use crate::config;
-use crate::control::Window;
+use crate::control::{Window, MARKER};
+use crate::time::{httpdate, now_secs, rfc3339, timestamp};
 
 /// Assets live under this path; every other path gets the maintenance page.
 pub const ASSET_PREFIX: &str = "/.maint/";
-/// Marks our answers, so the page's poller can tell the maintenance page from the app.
-pub const MARKER: &str = "x-maintenance";
 /// Assets above this total are refused: they are held in memory.
 const ASSETS_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -34,7 +32,6 @@ const BUILTIN_TEMPLATE: &str = include_str!("builtin.html");
 pub struct Content {
     settings: config::Page,
     template: String,
-    custom: bool,
     assets: HashMap<String, Asset>,
 }
 
@@ -46,13 +43,10 @@ struct Asset {
 
 impl Content {
     pub fn load(settings: &config::Page) -> Result<Content> {
-        let (template, custom) = match &settings.template {
-            Some(path) => (
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read page template {}", path.display()))?,
-                true,
-            ),
-            None => (BUILTIN_TEMPLATE.to_string(), false),
+        let template = match &settings.template {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read page template {}", path.display()))?,
+            None => BUILTIN_TEMPLATE.to_string(),
         };
         let assets = match &settings.assets {
             Some(dir) => load_assets(dir)?,
@@ -61,7 +55,6 @@ impl Content {
         let content = Content {
             settings: settings.clone(),
             template,
-            custom,
             assets,
         };
         // Render once now so a broken template is an error at load, not a 500 per request.
@@ -143,9 +136,9 @@ struct JsonAnswer<'a> {
     retry_after: u64,
 }
 
-/// Which representation a client gets.
+/// Which representation of the page a client gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum Format {
     Html,
     Json,
     Text,
@@ -235,9 +228,9 @@ impl Page {
             return self.asset(method, name);
         }
         let (body, content_type) = match negotiate(accept.unwrap_or("*/*")) {
-            Kind::Html => (self.html.clone(), "text/html; charset=utf-8"),
-            Kind::Text => (self.text.clone(), "text/plain; charset=utf-8"),
-            Kind::Json => (self.json_body(), "application/json"),
+            Format::Html => (self.html.clone(), "text/html; charset=utf-8"),
+            Format::Text => (self.text.clone(), "text/plain; charset=utf-8"),
+            Format::Json => (self.json_body(), "application/json"),
         };
         let mut answer = finish(
             method,
@@ -324,23 +317,23 @@ fn finish(method: &Method, status: StatusCode, body: Bytes, content_type: Header
 }
 
 fn template_name(content: &Content) -> String {
-    match (&content.settings.template, content.custom) {
-        (Some(p), true) => format!("page template {}", p.display()),
-        _ => "built-in page template".into(),
+    match &content.settings.template {
+        Some(p) => format!("page template {}", p.display()),
+        None => "built-in page template".into(),
     }
 }
 
 /// Picks the representation from an Accept header: highest q wins, then the most specific
 /// match, then HTML (browsers send `*/*` too). A client that accepts none of them still gets
 /// HTML: a 406 would help nobody during maintenance.
-pub fn negotiate(accept: &str) -> Kind {
-    const OFFERS: [(Kind, &str, &str); 3] = [
-        (Kind::Html, "text", "html"),
-        (Kind::Json, "application", "json"),
-        (Kind::Text, "text", "plain"),
+pub fn negotiate(accept: &str) -> Format {
+    const OFFERS: [(Format, &str, &str); 3] = [
+        (Format::Html, "text", "html"),
+        (Format::Json, "application", "json"),
+        (Format::Text, "text", "plain"),
     ];
-    let mut best = (Kind::Html, 0.0f32, -1i8);
-    for (kind, ty, sub) in OFFERS {
+    let mut best = (Format::Html, 0.0f32, -1i8);
+    for (format, ty, sub) in OFFERS {
         // The most specific range that matches this offer decides its q (RFC 9110 12.5.1).
         let mut found: Option<(f32, i8)> = None;
         for range in accept.split(',') {
@@ -367,33 +360,11 @@ pub fn negotiate(accept: &str) -> Kind {
         }
         if let Some((q, spec)) = found {
             if q > 0.0 && (q > best.1 || (q == best.1 && spec > best.2)) {
-                best = (kind, q, spec);
+                best = (format, q, spec);
             }
         }
     }
     best.0
-}
-
-/// Unix time in whole seconds.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
-fn timestamp(secs: u64) -> jiff::Timestamp {
-    jiff::Timestamp::from_second(secs as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-}
-
-pub fn rfc3339(secs: u64) -> String {
-    timestamp(secs).to_string()
-}
-
-pub fn httpdate(secs: u64) -> String {
-    timestamp(secs)
-        .strftime("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string()
 }
 
 /// "2026-12-01 02:00 UTC": what a visitor reads on the page.
@@ -424,21 +395,21 @@ mod tests {
 
     #[test]
     fn negotiation() {
-        assert_eq!(negotiate("*/*"), Kind::Html);
+        assert_eq!(negotiate("*/*"), Format::Html);
         assert_eq!(
             negotiate("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-            Kind::Html
+            Format::Html
         );
-        assert_eq!(negotiate("application/json"), Kind::Json);
-        assert_eq!(negotiate("application/json, text/plain, */*"), Kind::Json);
-        assert_eq!(negotiate("text/plain"), Kind::Text);
+        assert_eq!(negotiate("application/json"), Format::Json);
+        assert_eq!(negotiate("application/json, text/plain, */*"), Format::Json);
+        assert_eq!(negotiate("text/plain"), Format::Text);
         assert_eq!(
             negotiate("text/*;q=0.5, application/json;q=0.9"),
-            Kind::Json
+            Format::Json
         );
-        assert_eq!(negotiate("text/html;q=0, text/plain"), Kind::Text);
-        assert_eq!(negotiate("image/png"), Kind::Html);
-        assert_eq!(negotiate(""), Kind::Html);
+        assert_eq!(negotiate("text/html;q=0, text/plain"), Format::Text);
+        assert_eq!(negotiate("image/png"), Format::Html);
+        assert_eq!(negotiate(""), Format::Html);
     }
 
     #[test]

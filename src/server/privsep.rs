@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::tls::{self, PemPair};
+use crate::certs::{self, PemPair};
 use crate::config::Config;
 
 pub struct KeyHelper {
@@ -60,7 +60,7 @@ fn serve(stream: UnixStream, config_path: PathBuf) {
     let mut line = String::new();
     while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
         let answer: Result<Vec<PemPair>, String> = Config::load(&config_path)
-            .and_then(|c| tls::read_pems(&c.tls))
+            .and_then(|c| certs::read_pems(&c.tls))
             .map_err(|e| format!("{e:#}"));
         let mut out = serde_json::to_vec(&answer).unwrap_or_default();
         out.push(b'\n');

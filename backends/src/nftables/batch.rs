@@ -12,15 +12,16 @@ use std::ptr::NonNull;
 
 use anyhow::{bail, Context};
 use nftnl::nftnl_sys as sys;
-use nftnl::{Chain, ChainType, Hook, MsgType, NlMsg, ProtoFamily};
+use nftnl::{Chain, MsgType, NlMsg, ProtoFamily};
 
+use super::chains::CHAINS;
 use super::intervals::{self, Element, Family};
 use super::netlink::Socket;
-use super::rules::{self, SetName, INPUT, INPUT_PRIORITY, PREROUTING, PREROUTING_PRIORITY};
+use super::rules::{self, SetName};
 use super::stamp::{self, Stamp};
+use super::uapi::{NFPROTO_INET, NFT_SET_ELEM_INTERVAL_END, NFT_SET_INTERVAL};
 use crate::Policy;
 
-const NFPROTO_INET: u16 = libc::NFPROTO_INET as u16;
 /// nft's datatype numbers for set keys (TYPE_IPADDR, TYPE_IP6ADDR), so `nft list` prints
 /// addresses, and its userdata saying the key is big-endian (NFTNL_UDATA_SET_KEYBYTEORDER).
 const TYPE_IPADDR: u32 = 7;
@@ -29,8 +30,6 @@ const SET_UDATA_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
 /// NFTNL_UDATA_SET_ELEM_FLAGS = NFTNL_SET_ELEM_F_INTERVAL_OPEN: tells `nft list` that a start
 /// element has no end because its range runs to the top of the address space.
 const ELEM_UDATA_INTERVAL_OPEN: [u8; 6] = [1, 4, 1, 0, 0, 0];
-const NFT_SET_INTERVAL: u32 = 0x4;
-const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 /// Elements per NEWSETELEM message: at most ~40 bytes each, well inside a message's 64 KiB.
 const ELEMS_PER_MSG: usize = 1024;
 /// libnftnl batch page; pages are joined into one datagram by `Socket::send`.
@@ -46,12 +45,14 @@ pub struct Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
+        // SAFETY: `raw` came from nftnl_batch_alloc and is freed once, here.
         unsafe { sys::nftnl_batch_free(self.raw.as_ptr()) };
     }
 }
 
 impl Batch {
     pub fn new(sock: &mut Socket) -> anyhow::Result<Batch> {
+        // SAFETY: a plain allocation; a null result (out of memory) is checked below.
         let raw = NonNull::new(unsafe { sys::nftnl_batch_alloc(PAGE, nftnl::nft_nlmsg_maxsize()) })
             .context("out of memory allocating a netlink batch")?;
         let mut b = Batch {
@@ -60,16 +61,19 @@ impl Batch {
             sent: Vec::new(),
             finished: false,
         };
+        // SAFETY: the batch's current buffer has room for at least one message (PAGE bytes).
         unsafe { sys::nftnl_batch_begin(b.buffer(), b.begin_seq) };
         b.update()?;
         Ok(b)
     }
 
     fn buffer(&self) -> *mut c_char {
+        // SAFETY: `raw` is a live batch; this only returns the write position inside it.
         unsafe { sys::nftnl_batch_buffer(self.raw.as_ptr()) as *mut c_char }
     }
 
     fn update(&mut self) -> anyhow::Result<()> {
+        // SAFETY: `raw` is a live batch whose current buffer holds one message just written.
         if unsafe { sys::nftnl_batch_update(self.raw.as_ptr()) } < 0 {
             bail!("out of memory growing a netlink batch");
         }
@@ -92,6 +96,7 @@ impl Batch {
 
     fn finish(&mut self, sock: &mut Socket) -> anyhow::Result<()> {
         let seq = sock.next_seq();
+        // SAFETY: as in `new`: the current buffer has room for the end marker.
         unsafe { sys::nftnl_batch_end(self.buffer(), seq) };
         self.update()?;
         self.finished = true;
@@ -101,6 +106,8 @@ impl Batch {
     /// The batch as byte slices (libnftnl pages), to be sent as one datagram.
     pub fn pages(&self) -> Vec<&[u8]> {
         debug_assert!(self.finished);
+        // SAFETY: `raw` is a live, finished batch; the iovecs point into its own pages, which
+        // live as long as `self`, and so do the slices returned (they borrow `self`).
         let n = unsafe { sys::nftnl_batch_iovec_len(self.raw.as_ptr()) } as usize;
         let mut iov = vec![
             libc::iovec {
@@ -109,8 +116,10 @@ impl Batch {
             };
             n
         ];
+        // SAFETY: `iov` has exactly the `n` entries libnftnl asked for.
         unsafe { sys::nftnl_batch_iovec(self.raw.as_ptr(), iov.as_mut_ptr().cast(), n as u32) };
         iov.iter()
+            // SAFETY: each iovec describes bytes of a page owned by the batch (see above).
             .map(|v| unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) })
             .collect()
     }
@@ -135,6 +144,8 @@ impl Batch {
 
 /// NEWTABLE or DELTABLE for `inet <name>`, with the stamp as userdata when given.
 fn table_msg(buf: *mut c_char, seq: u32, ty: i32, name: &CString, udata: Option<&[u8]>) {
+    // SAFETY: the table object is allocated, filled from live Rust values that outlive the
+    // calls, serialised into `buf` (room for one message, see `Batch::add`) and freed here.
     unsafe {
         let t = sys::nftnl_table_alloc();
         if t.is_null() {
@@ -165,6 +176,7 @@ fn table_msg(buf: *mut c_char, seq: u32, ty: i32, name: &CString, udata: Option<
 /// An nftnl_set naming one of our sets; `full` adds what NEWSET needs beyond the name.
 fn set_obj(table: &CString, set: SetName, full: bool) -> *mut sys::nftnl_set {
     let name = CString::new(set.name()).expect("set names have no NUL");
+    // SAFETY: libnftnl copies every string and blob it is given; the caller frees the set.
     unsafe {
         let s = sys::nftnl_set_alloc();
         if s.is_null() {
@@ -195,6 +207,7 @@ fn set_obj(table: &CString, set: SetName, full: bool) -> *mut sys::nftnl_set {
 }
 
 fn newset_msg(buf: *mut c_char, seq: u32, table: &CString, set: SetName) {
+    // SAFETY: as in `table_msg`: one message into `buf`, the set freed after use.
     unsafe {
         let s = set_obj(table, set, true);
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16;
@@ -207,6 +220,7 @@ fn newset_msg(buf: *mut c_char, seq: u32, table: &CString, set: SetName) {
 
 fn newsetelem_msg(buf: *mut c_char, seq: u32, table: &CString, set: SetName, elems: &[Element]) {
     let family = set.ip().family();
+    // SAFETY: as in `table_msg`; every element is added to the set, which owns and frees it.
     unsafe {
         let s = set_obj(table, set, false);
         for el in elems {
@@ -261,13 +275,23 @@ pub fn set_elements(policy: &Policy, set: SetName) -> Vec<Element> {
     intervals::elements(family, &intervals::ranges(family, nets))
 }
 
-/// The whole `apply` transaction for `policy` in table `inet <name>`. With `refused`, the batch
-/// ends with a message the kernel must refuse (tests use it to show nothing changes then).
+/// How an `apply` batch ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Committed: the kernel swaps the tables at once.
+    Commit,
+    /// With a last message the kernel must refuse, so the whole batch is rolled back: tests
+    /// use it (feature `test-hooks`) to show that a refused apply changes nothing.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    Refused,
+}
+
+/// The whole `apply` transaction for `policy` in table `inet <name>`.
 pub fn apply(
     sock: &mut Socket,
     name: &str,
     policy: &Policy,
-    refused: bool,
+    ending: Ending,
 ) -> anyhow::Result<Batch> {
     let stamp = Stamp::of(policy).text()?;
     let udata = stamp::userdata(&stamp);
@@ -309,21 +333,25 @@ pub fn apply(
     let chains = chains(&table);
     for chain in &chains {
         let what = format!("creating chain {}", chain.get_name().to_string_lossy());
+        // SAFETY: `add` hands the closure a buffer of at least one netlink page for exactly
+        // one message, which is what nftnl's `write` fills (see `Batch::add`).
         b.add(sock, what, |buf, seq| unsafe {
             chain.write(buf as *mut c_void, seq, MsgType::Add)
         })?;
     }
     for (spec, rule) in rules::built(&chains, policy)? {
         let what = format!("adding rule to {}: {}", spec.chain, spec.text());
+        // SAFETY: as for the chains above: one message into a buffer sized for it.
         b.add(sock, what, |buf, seq| unsafe {
             rule.write(buf as *mut c_void, seq, MsgType::Add)
         })?;
     }
-    if refused {
+    if ending == Ending::Refused {
         let missing = CString::new(format!("{name}-missing")).context("NUL in table name")?;
         let ghost = nftnl::Table::new(&missing, ProtoFamily::Inet);
         let chain = Chain::new(c"refused", &ghost);
         let what = format!("creating a chain in missing table inet {name}-missing");
+        // SAFETY: as for the chains above: one message into a buffer sized for it.
         b.add(sock, what, |buf, seq| unsafe {
             chain.write(buf as *mut c_void, seq, MsgType::Add)
         })?;
@@ -334,15 +362,16 @@ pub fn apply(
 
 /// maint's two base chains.
 pub fn chains(table: &nftnl::Table) -> Vec<Chain<'_>> {
-    let mut pre = Chain::new(CString::new(PREROUTING).expect("no NUL"), table);
-    pre.set_hook(Hook::PreRouting, PREROUTING_PRIORITY);
-    pre.set_type(ChainType::Nat);
-    pre.set_policy(nftnl::Policy::Accept);
-    let mut input = Chain::new(CString::new(INPUT).expect("no NUL"), table);
-    input.set_hook(Hook::In, INPUT_PRIORITY);
-    input.set_type(ChainType::Filter);
-    input.set_policy(nftnl::Policy::Accept);
-    vec![pre, input]
+    CHAINS
+        .iter()
+        .map(|def| {
+            let mut chain = Chain::new(CString::new(def.name).expect("no NUL"), table);
+            chain.set_hook(def.hook, def.priority);
+            chain.set_type(def.chain_type());
+            chain.set_policy(nftnl::Policy::Accept);
+            chain
+        })
+        .collect()
 }
 
 /// The `clear` transaction: delete table `inet <name>`, nothing else.

@@ -6,19 +6,15 @@
 //! zone and id, so an entry that was replaced in the meantime is left alone (ENOENT), and an
 //! entry already gone is not an error.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::netlink::{NlError, Socket};
+use super::netlink::{NlError, Socket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use super::nla::{Attrs, Writer};
-use crate::{Policy, StateTarget};
+use crate::{LocalAddresses, Policy, StateTarget};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
 
 // Attribute numbers from linux/netfilter/nfnetlink_conntrack.h.
 const CTA_TUPLE_ORIG: u16 = 1;
@@ -90,7 +86,7 @@ fn entry(a: Attrs<'_>) -> Option<Entry> {
 }
 
 /// Whether `e` is one `kill_states(policy, target)` removes.
-pub fn selected(policy: &Policy, target: StateTarget, e: &Entry, local: &HashSet<IpAddr>) -> bool {
+pub fn selected(policy: &Policy, target: StateTarget, e: &Entry, local: &LocalAddresses) -> bool {
     if e.orig.proto != libc::IPPROTO_TCP as u8 {
         return false;
     }
@@ -98,20 +94,15 @@ pub fn selected(policy: &Policy, target: StateTarget, e: &Entry, local: &HashSet
     match target {
         StateTarget::App => {
             // A client's connection to the app: the reply comes from the port it asked for.
-            // The client is never this host: its own outgoing connections to some other
-            // server's port 80 are not maint's business.
-            let to_app = public(e.orig.dport).is_some()
-                && e.reply.sport == e.orig.dport
-                && !local.contains(&e.orig.src)
-                && policy.matches(e.orig.src);
+            // `redirects` leaves out this host's own connections, to the app or elsewhere.
+            let to_app =
+                e.reply.sport == e.orig.dport && policy.redirects(e.orig.src, e.orig.dport, local);
             // The same kind of connection picked up mid-stream from the app's side (loose
             // pickup after an earlier kill): the state was created by the app's segment, so
             // the client is its destination.
-            let picked_up_reversed = public(e.orig.sport).is_some()
-                && e.reply.dport == e.orig.sport
-                && local.contains(&e.orig.src)
-                && !local.contains(&e.orig.dst)
-                && policy.matches(e.orig.dst);
+            let picked_up_reversed = e.reply.dport == e.orig.sport
+                && local.contains(e.orig.src)
+                && policy.redirects(e.orig.dst, e.orig.sport, local);
             to_app || picked_up_reversed
         }
         // Redirected: the reply comes from the maintenance server's port.
@@ -119,38 +110,6 @@ pub fn selected(policy: &Policy, target: StateTarget, e: &Entry, local: &HashSet
             matches!(public(e.orig.dport), Some(m) if e.reply.sport == m.server && m.server != m.public)
         }
     }
-}
-
-/// This host's addresses in the current network namespace.
-fn local_addresses() -> HashSet<IpAddr> {
-    let mut out = HashSet::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we walk read-only and free once.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return out;
-    }
-    let mut cur = list;
-    while !cur.is_null() {
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-                libc::AF_INET => {
-                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    out.insert(IpAddr::from(
-                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                    ));
-                }
-                libc::AF_INET6 => {
-                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
-                }
-                _ => {}
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    unsafe { libc::freeifaddrs(list) };
-    out
 }
 
 fn dump(sock: &mut Socket) -> Result<Vec<Entry>, NlError> {
@@ -202,7 +161,7 @@ fn put_tuple(w: &mut Writer, ty: u16, t: &Tuple) {
 /// Deletes the selected entries; returns how many the kernel removed.
 pub fn kill(policy: &Policy, target: StateTarget) -> Result<usize, NlError> {
     let mut sock = Socket::open()?;
-    let local = local_addresses();
+    let local = LocalAddresses::of_this_host();
     let victims: Vec<Entry> = dump(&mut sock)?
         .into_iter()
         .filter(|e| selected(policy, target, e, &local))
@@ -288,10 +247,11 @@ mod tests {
 
     /// The server's own addresses in these fixtures.
     fn sel(p: &Policy, target: StateTarget, e: &Entry) -> bool {
-        let local = ["192.0.2.1", "2001:db8::ffff"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
+        let local = LocalAddresses::from_addresses(
+            ["192.0.2.1", "2001:db8::ffff"]
+                .iter()
+                .map(|a| a.parse().unwrap()),
+        );
         selected(p, target, e, &local)
     }
 

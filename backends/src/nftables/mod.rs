@@ -7,12 +7,13 @@
 //! local traffic, and resets matched clients whose killed state left them INVALID. The table
 //! comment is maint's stamp: ownership plus the port map and expiry (see `stamp`).
 //!
-//! Layout: `batch` builds what changes the kernel, `read` reads it back and checks it,
-//! `render` spells the same thing in nft syntax, `rules` is the one description of the rules
-//! all three share, `conntrack` kills states, `netlink`/`nla` carry the bytes, `intervals`
+//! Layout: `batch` builds what changes the kernel, `read` reads it back and `verify` checks
+//! it is exactly maint's, `render` spells the same thing in nft syntax, `chains` and `rules`
+//! are the one description of the chains and rules all of them share, `conntrack` kills states, `netlink`/`nla` carry the bytes, `intervals`
 //! converts prefixes to set elements and back.
 
 mod batch;
+mod chains;
 mod conntrack;
 mod intervals;
 mod netlink;
@@ -21,54 +22,49 @@ mod read;
 mod render;
 mod rules;
 mod stamp;
+mod uapi;
+mod verify;
 
 use anyhow::anyhow;
 
 use self::netlink::{NlError, Socket};
-use crate::{Backend, BackendError, Options, Policy, Result, StateTarget};
+use crate::{Backend, BackendError, Policy, Result, StateTarget};
 
 const FIREWALL: &str = "nftables";
 
 pub struct Nftables {
-    options: Options,
+    /// maint's table, in family `inet`.
+    table: String,
 }
 
 impl Nftables {
-    pub fn new(options: Options) -> Self {
-        Nftables { options }
+    pub fn new(table: String) -> Self {
+        Nftables { table }
     }
 
     /// Test support: `apply`, but the batch ends with a message the kernel refuses (a chain in
     /// a table that does not exist), to show that a refused batch leaves the old table as is.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn apply_refused_for_test(&self, policy: &Policy) -> Result<()> {
-        self.apply_batch(policy, true)
+        self.apply_batch(policy, batch::Ending::Refused)
     }
 
-    fn apply_batch(&self, policy: &Policy, refused: bool) -> Result<()> {
+    fn apply_batch(&self, policy: &Policy, ending: batch::Ending) -> Result<()> {
         let mut sock = self.open()?;
         self.check_ownership(&mut sock, "replace")?;
-        let batch = batch::apply(&mut sock, self.name_(), policy, refused)?;
+        let batch = batch::apply(&mut sock, &self.table, policy, ending)?;
         let pages = batch.pages();
         sock.batch(&pages, batch.begin_seq(), &batch.expected())
             .map_err(|(seq, e)| {
                 nl_error(
                     format!(
                         "nf_tables refused the new {} at {}",
-                        self.table_desc(),
+                        self.location(),
                         batch.describe(seq)
                     ),
                     e,
                 )
             })
-    }
-
-    fn name_(&self) -> &str {
-        &self.options.name
-    }
-
-    fn table_desc(&self) -> String {
-        format!("table inet {}", self.name_())
     }
 
     fn open(&self) -> Result<Socket> {
@@ -77,15 +73,15 @@ impl Nftables {
 
     /// Refuses to go on when a table of our name exists that maint did not create.
     fn check_ownership(&self, sock: &mut Socket, action: &str) -> Result<Option<read::TableInfo>> {
-        let info = read::table(sock, self.name_())
-            .map_err(|e| nl_error(format!("reading {}", self.table_desc()), e))?;
+        let info = read::table(sock, &self.table)
+            .map_err(|e| nl_error(format!("reading {}", self.location()), e))?;
         if let Some(i) = &info {
             if !i.is_ours() {
                 return Err(anyhow!(
                     "{} exists but was not created by maint (its comment is {:?}); refusing to \
                      {action} it. Pick another table name in maint.toml, or remove that table \
                      yourself if it is a leftover.",
-                    self.table_desc(),
+                    self.location(),
                     i.comment.as_deref().unwrap_or("")
                 )
                 .into());
@@ -119,21 +115,25 @@ impl Backend for Nftables {
         FIREWALL
     }
 
+    fn location(&self) -> String {
+        format!("table inet {}", self.table)
+    }
+
     fn preflight(&self) -> Result<Vec<String>> {
         let mut sock = self.open()?;
         let mut warnings = Vec::new();
-        let info = read::table(&mut sock, self.name_())
-            .map_err(|e| nl_error(format!("reading {}", self.table_desc()), e))?;
+        let info = read::table(&mut sock, &self.table)
+            .map_err(|e| nl_error(format!("reading {}", self.location()), e))?;
         match info {
             Some(i) if !i.is_ours() => warnings.push(format!(
                 "{} exists but was not created by maint; maint will refuse to replace it",
-                self.table_desc()
+                self.location()
             )),
             Some(_) => {
                 if let Err(e) = self.current() {
                     warnings.push(format!(
                         "{} carries maint's stamp but does not read back: {e}",
-                        self.table_desc()
+                        self.location()
                     ));
                 }
             }
@@ -143,23 +143,27 @@ impl Backend for Nftables {
     }
 
     fn apply(&self, policy: &Policy) -> Result<()> {
-        self.apply_batch(policy, false)
+        self.apply_batch(policy, batch::Ending::Commit)
     }
 
     fn current(&self) -> Result<Option<Policy>> {
         let mut sock = self.open()?;
-        read::current(&mut sock, self.name_()).map_err(|e| match e {
-            read::ReadError::Netlink(e) => nl_error(format!("reading {}", self.table_desc()), e),
+        read::current(&mut sock, &self.table).map_err(|e| match e {
+            read::ReadError::Netlink(e) => nl_error(format!("reading {}", self.location()), e),
             read::ReadError::Foreign(e) => BackendError::Failed(e.context(format!(
                 "{} does not look like maint's; not touching it",
-                self.table_desc()
+                self.location()
             ))),
         })
     }
 
-    fn render(&self, policy: Option<&Policy>) -> String {
-        render::render(self.name_(), policy)
+    fn render_apply(&self, policy: &Policy) -> String {
+        render::apply(&self.table, policy)
             .unwrap_or_else(|e| format!("# maint: cannot render this policy: {e:#}\n"))
+    }
+
+    fn render_clear(&self) -> String {
+        render::clear(&self.table)
     }
 
     fn clear(&self) -> Result<bool> {
@@ -167,7 +171,7 @@ impl Backend for Nftables {
         if self.check_ownership(&mut sock, "delete")?.is_none() {
             return Ok(false);
         }
-        let batch = batch::clear(&mut sock, self.name_())?;
+        let batch = batch::clear(&mut sock, &self.table)?;
         match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
             Ok(()) => Ok(true),
             // Gone between our look and the delete: nothing left to remove.

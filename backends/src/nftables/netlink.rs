@@ -11,6 +11,10 @@ use std::os::fd::AsRawFd;
 
 use super::nla::{self, Message, NLMSG_HDRLEN};
 
+/// Request flags (linux/netlink.h), shared by the nf_tables and ctnetlink requests.
+pub const NLM_F_REQUEST: u16 = 1;
+pub const NLM_F_ACK: u16 = 4;
+pub const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_DUMP_INTR: u16 = 0x10;
@@ -136,29 +140,23 @@ impl Socket {
             tv_sec: RECV_TIMEOUT_SECS,
             tv_usec: 0,
         };
-        let rc = unsafe {
-            libc::setsockopt(
-                s.sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(NlError::from_io(io::Error::last_os_error()));
-        }
+        s.setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, tv)
+            .map_err(NlError::from_io)?;
         Ok(s)
     }
 
-    fn setsockopt(&self, level: i32, name: i32, val: i32) -> io::Result<()> {
+    /// setsockopt(2) with a plain value (an int, a timeval).
+    fn setsockopt<T: Copy>(&self, level: i32, name: i32, val: T) -> io::Result<()> {
+        // SAFETY: the kernel reads exactly size_of::<T>() bytes from a live, initialised `T`
+        // on our stack; the option number decides how it reads them, and every caller passes
+        // the type its option documents.
         let rc = unsafe {
             libc::setsockopt(
                 self.sock.as_raw_fd(),
                 level,
                 name,
-                &val as *const i32 as *const libc::c_void,
-                std::mem::size_of::<i32>() as libc::socklen_t,
+                &val as *const T as *const libc::c_void,
+                std::mem::size_of::<T>() as libc::socklen_t,
             )
         };
         if rc < 0 {
@@ -194,13 +192,17 @@ impl Socket {
                 iov_len: p.len(),
             })
             .collect();
+        // SAFETY: sockaddr_nl and msghdr are plain C structs for which all-zero is valid.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: as above.
         let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
         mh.msg_name = &mut addr as *mut _ as *mut libc::c_void;
         mh.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as u32;
         mh.msg_iov = iov.as_mut_ptr();
         mh.msg_iovlen = iov.len();
+        // SAFETY: `mh` points at `addr` and `iov`, and `iov` at the pages, all alive for the
+        // call; the kernel only reads them.
         let n = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &mh, 0) };
         if n < 0 {
             return Err(NlError::from_io(io::Error::last_os_error()));
@@ -214,6 +216,7 @@ impl Socket {
     /// Receives one datagram into the internal buffer; returns its length.
     fn recv(&mut self) -> Result<usize, NlError> {
         loop {
+            // SAFETY: the kernel writes at most `buf.len()` bytes into our own buffer.
             let n = unsafe {
                 libc::recv(
                     self.sock.as_raw_fd(),

@@ -7,23 +7,26 @@ use std::fmt::Write;
 
 use ipnet::IpNet;
 
+use super::chains::CHAINS;
 use super::intervals::{self, Family};
-use super::rules::{self, Ip, SetName, INPUT, INPUT_PRIORITY, PREROUTING, PREROUTING_PRIORITY};
+use super::rules::{self, Ip, SetName};
 use super::stamp::Stamp;
 use crate::Policy;
 
 /// Elements per line of a rendered set; keeps 100,000-prefix sets readable and diffable.
 const PER_LINE: usize = 8;
 
-pub fn render(table: &str, policy: Option<&Policy>) -> anyhow::Result<String> {
+/// What `clear` does, as the command an operator would type: maint's table and nothing else.
+pub fn clear(table: &str) -> String {
+    format!(
+        "# maint off: delete table inet {table} (maint's only); nothing else is touched.\n\
+         nft delete table inet {table}\n"
+    )
+}
+
+/// The whole table for `policy`, as `nft -f` would load it in place of `apply`.
+pub fn apply(table: &str, policy: &Policy) -> anyhow::Result<String> {
     let mut s = String::new();
-    let Some(policy) = policy else {
-        // `add` first so the delete cannot fail when maint has nothing in place.
-        writeln!(s, "# maint: remove table inet {table}")?;
-        writeln!(s, "add table inet {table}")?;
-        writeln!(s, "delete table inet {table}")?;
-        return Ok(s);
-    };
     let stamp = Stamp::of(policy).text()?;
     writeln!(s, "# maint: replace table inet {table} in one transaction")?;
     writeln!(s, "add table inet {table}")?;
@@ -38,16 +41,16 @@ pub fn render(table: &str, policy: Option<&Policy>) -> anyhow::Result<String> {
         write_set(&mut s, set, &nets)?;
     }
     let rules = rules::rules(policy);
-    for (chain, kind, hook, prio) in [
-        (PREROUTING, "nat", "prerouting", PREROUTING_PRIORITY),
-        (INPUT, "filter", "input", INPUT_PRIORITY),
-    ] {
-        writeln!(s, "\n\tchain {chain} {{")?;
+    for chain in CHAINS {
+        writeln!(s, "\n\tchain {} {{", chain.name)?;
         writeln!(
             s,
-            "\t\ttype {kind} hook {hook} priority {prio}; policy accept;"
+            "\t\ttype {} hook {} priority {}; policy accept;",
+            chain.kind(),
+            chain.hook_name(),
+            chain.priority
         )?;
-        for r in rules.iter().filter(|r| r.chain == chain) {
+        for r in rules.iter().filter(|r| r.chain == chain.name) {
             writeln!(s, "\t\t{}", r.text())?;
         }
         writeln!(s, "\t}}")?;
@@ -96,8 +99,8 @@ mod tests {
     }
 
     #[test]
-    fn none_deletes_only_our_table() {
-        let t = render("maint", None).unwrap();
+    fn clear_deletes_only_our_table() {
+        let t = clear("maint");
         assert!(t.contains("delete table inet maint\n"));
         assert!(!t.contains("flush"));
     }
@@ -119,7 +122,7 @@ mod tests {
             ],
             None,
         );
-        let t = render("maint", Some(&p)).unwrap();
+        let t = apply("maint", &p).unwrap();
         let expected = "\
 # maint: replace table inet maint in one transaction
 add table inet maint
@@ -194,7 +197,7 @@ table inet maint {
             .chain(nets(&["10.0.0.0/8", "11.0.0.0/8"]))
             .collect();
         let p = Policy::new(many, [], [], None);
-        let t = render("maint", Some(&p)).unwrap();
+        let t = apply("maint", &p).unwrap();
         let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("\t\t\t")).collect();
         assert_eq!(lines.len(), 3); // 21 prefixes (10/7 is one), 8 per line
         assert!(lines[0].starts_with("\t\t\t10.0.0.0/7, 198.51.0.0/24,"));

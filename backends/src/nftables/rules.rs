@@ -20,13 +20,7 @@ use nftnl::nftnl_sys as sys;
 
 use crate::Policy;
 
-pub const PREROUTING: &str = "prerouting";
-pub const INPUT: &str = "input";
-
-/// Before Docker's and the usual `dstnat` (-100), so maint's redirect wins over a DNAT.
-pub const PREROUTING_PRIORITY: i32 = -110;
-/// Before the usual `filter` (0), so the server ports are guarded whatever else is loaded.
-pub const INPUT_PRIORITY: i32 = -10;
+use super::chains::{INPUT, PREROUTING};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ip {
@@ -345,11 +339,21 @@ fn ct_bit(rule: &mut nftnl::Rule<'_>, key: Conntrack, bit: u32) {
     rule.add_expr(&Cmp::new(CmpOp::Neq, 0u32.to_ne_bytes().as_slice()));
 }
 
-fn alloc_expr(name: &std::ffi::CStr) -> ptr::NonNull<sys::nftnl_expr> {
+/// A new expression `name` with these u32 attributes set: every hand-built expression below
+/// is only that (plus a set name for lookups).
+fn expr_with(name: &std::ffi::CStr, attrs: &[(u32, u32)]) -> ptr::NonNull<sys::nftnl_expr> {
+    // SAFETY: allocation only; libnftnl returns null solely when out of memory, and the
+    // nftnl crate aborts then too.
     let expr = unsafe { sys::nftnl_expr_alloc(name.as_ptr()) };
-    // libnftnl only fails here on allocation failure; the nftnl crate aborts then too.
-    ptr::NonNull::new(expr).unwrap_or_else(|| std::process::abort())
+    let e = ptr::NonNull::new(expr).unwrap_or_else(|| std::process::abort());
+    for &(attr, value) in attrs {
+        // SAFETY: `e` is a live expression we own; setting a u32 attribute copies the value.
+        unsafe { sys::nftnl_expr_set_u32(e.as_ptr(), attr as u16, value) };
+    }
+    e
 }
+
+const REG_1: u32 = libc::NFT_REG_1 as u32;
 
 /// A lookup naming a set of this batch (by name and id), optionally inverted.
 struct LookupSet {
@@ -370,27 +374,22 @@ impl LookupSet {
 
 impl Expression for LookupSet {
     fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        let e = alloc_expr(c"lookup");
+        let mut attrs = vec![
+            (sys::NFTNL_EXPR_LOOKUP_SREG, REG_1),
+            (sys::NFTNL_EXPR_LOOKUP_SET_ID, self.id),
+        ];
+        if self.negate {
+            attrs.push((sys::NFTNL_EXPR_LOOKUP_FLAGS, libc::NFT_LOOKUP_F_INV as u32));
+        }
+        let e = expr_with(c"lookup", &attrs);
+        // SAFETY: `e` is live; libnftnl copies the NUL-terminated name.
         unsafe {
-            sys::nftnl_expr_set_u32(
-                e.as_ptr(),
-                sys::NFTNL_EXPR_LOOKUP_SREG as u16,
-                libc::NFT_REG_1 as u32,
-            );
             sys::nftnl_expr_set_str(
                 e.as_ptr(),
                 sys::NFTNL_EXPR_LOOKUP_SET as u16,
                 self.name.as_ptr(),
-            );
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_LOOKUP_SET_ID as u16, self.id);
-            if self.negate {
-                sys::nftnl_expr_set_u32(
-                    e.as_ptr(),
-                    sys::NFTNL_EXPR_LOOKUP_FLAGS as u16,
-                    libc::NFT_LOOKUP_F_INV as u32,
-                );
-            }
-        }
+            )
+        };
         e
     }
 }
@@ -407,16 +406,13 @@ struct CtDirection;
 
 impl Expression for CtDirection {
     fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        let e = alloc_expr(c"ct");
-        unsafe {
-            sys::nftnl_expr_set_u32(e.as_ptr(), sys::NFTNL_EXPR_CT_KEY as u16, NFT_CT_DIRECTION);
-            sys::nftnl_expr_set_u32(
-                e.as_ptr(),
-                sys::NFTNL_EXPR_CT_DREG as u16,
-                libc::NFT_REG_1 as u32,
-            );
-        }
-        e
+        expr_with(
+            c"ct",
+            &[
+                (sys::NFTNL_EXPR_CT_KEY, NFT_CT_DIRECTION),
+                (sys::NFTNL_EXPR_CT_DREG, REG_1),
+            ],
+        )
     }
 }
 
@@ -425,20 +421,13 @@ const NFT_META_TIME_NS: u32 = 30;
 
 impl Expression for MetaTime {
     fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        let e = alloc_expr(c"meta");
-        unsafe {
-            sys::nftnl_expr_set_u32(
-                e.as_ptr(),
-                sys::NFTNL_EXPR_META_KEY as u16,
-                NFT_META_TIME_NS,
-            );
-            sys::nftnl_expr_set_u32(
-                e.as_ptr(),
-                sys::NFTNL_EXPR_META_DREG as u16,
-                libc::NFT_REG_1 as u32,
-            );
-        }
-        e
+        expr_with(
+            c"meta",
+            &[
+                (sys::NFTNL_EXPR_META_KEY, NFT_META_TIME_NS),
+                (sys::NFTNL_EXPR_META_DREG, REG_1),
+            ],
+        )
     }
 }
 
@@ -447,21 +436,19 @@ struct Hton64;
 
 impl Expression for Hton64 {
     fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        let e = alloc_expr(c"byteorder");
-        unsafe {
-            let p = e.as_ptr();
-            let reg = libc::NFT_REG_1 as u32;
-            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_SREG as u16, reg);
-            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_DREG as u16, reg);
-            sys::nftnl_expr_set_u32(
-                p,
-                sys::NFTNL_EXPR_BYTEORDER_OP as u16,
-                libc::NFT_BYTEORDER_HTON as u32,
-            );
-            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_LEN as u16, 8);
-            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_BYTEORDER_SIZE as u16, 8);
-        }
-        e
+        expr_with(
+            c"byteorder",
+            &[
+                (sys::NFTNL_EXPR_BYTEORDER_SREG, REG_1),
+                (sys::NFTNL_EXPR_BYTEORDER_DREG, REG_1),
+                (
+                    sys::NFTNL_EXPR_BYTEORDER_OP,
+                    libc::NFT_BYTEORDER_HTON as u32,
+                ),
+                (sys::NFTNL_EXPR_BYTEORDER_LEN, 8),
+                (sys::NFTNL_EXPR_BYTEORDER_SIZE, 8),
+            ],
+        )
     }
 }
 
@@ -473,20 +460,13 @@ const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
 
 impl Expression for Redirect {
     fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        let e = alloc_expr(c"redir");
-        unsafe {
-            sys::nftnl_expr_set_u32(
-                e.as_ptr(),
-                sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN as u16,
-                libc::NFT_REG_1 as u32,
-            );
-            sys::nftnl_expr_set_u32(
-                e.as_ptr(),
-                sys::NFTNL_EXPR_REDIR_FLAGS as u16,
-                NF_NAT_RANGE_PROTO_SPECIFIED,
-            );
-        }
-        e
+        expr_with(
+            c"redir",
+            &[
+                (sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN, REG_1),
+                (sys::NFTNL_EXPR_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
+            ],
+        )
     }
 }
 

@@ -26,11 +26,9 @@
 mod pfctl;
 mod render;
 
-use std::collections::BTreeSet;
-
 use anyhow::anyhow;
 
-use crate::{Backend, BackendError, Options, Policy, PortMap, Result, StateTarget};
+use crate::{Backend, BackendError, LocalAddresses, Policy, PortMap, Result, StateTarget};
 use pfctl::Pfctl;
 use render::Names;
 
@@ -40,10 +38,11 @@ pub struct Pf {
 }
 
 impl Pf {
-    pub fn new(options: Options) -> Self {
+    /// The backend for `anchor`, driving the pfctl(8) at `pfctl`.
+    pub fn new(anchor: &str, pfctl: std::path::PathBuf) -> Self {
         Pf {
-            names: Names::new(&options.name),
-            pfctl: Pfctl::new(options.pfctl),
+            names: Names::new(anchor),
+            pfctl: Pfctl::new(pfctl),
         }
     }
 
@@ -53,18 +52,8 @@ impl Pf {
 
     /// The anchor's rules as `pfctl -s rules` prints them; empty when the anchor is missing.
     fn anchor_rules(&self) -> Result<Vec<String>> {
-        let out = self
-            .pfctl
-            .run(&["-a", self.anchor(), "-s", "rules"], None)?;
-        if !out.success && !pfctl::says_missing(&out.stderr) {
-            return Err(BackendError::Failed(anyhow!(
-                "`pfctl -a {} -s rules` failed: {}",
-                self.anchor(),
-                out.stderr.trim()
-            )));
-        }
+        let out = self.pfctl.read(&["-a", self.anchor(), "-s", "rules"])?;
         Ok(out
-            .stdout
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
@@ -74,18 +63,8 @@ impl Pf {
 
     /// The tables defined in the anchor (`-s Tables` prints `name@anchor`).
     fn anchor_tables(&self) -> Result<Vec<String>> {
-        let out = self
-            .pfctl
-            .run(&["-a", self.anchor(), "-s", "Tables"], None)?;
-        if !out.success && !pfctl::says_missing(&out.stderr) {
-            return Err(BackendError::Failed(anyhow!(
-                "`pfctl -a {} -s Tables` failed: {}",
-                self.anchor(),
-                out.stderr.trim()
-            )));
-        }
+        let out = self.pfctl.read(&["-a", self.anchor(), "-s", "Tables"])?;
         Ok(out
-            .stdout
             .lines()
             .filter_map(|l| l.split('@').next())
             .map(str::trim)
@@ -167,7 +146,7 @@ impl Pf {
     /// is one pfctl run per killed state; a keep-alive web server has few per client.
     fn kill_app_states(&self, policy: &Policy) -> Result<usize> {
         let out = self.pfctl.check(&["-s", "states"], None)?;
-        let public: BTreeSet<u16> = policy.ports.iter().map(|p| p.public).collect();
+        let local = LocalAddresses::of_this_host();
         let mut killed = 0;
         for state in pfctl::parse_states(&out.stdout) {
             if state.proto != "tcp" || !state.inbound || state.translated() {
@@ -179,8 +158,7 @@ impl Pf {
             ) else {
                 continue;
             };
-            // Loopback clients are the host itself, which maint's rules leave alone.
-            if !public.contains(&dport) || src.is_loopback() || !policy.matches(src) {
+            if !policy.redirects(src, dport, &local) {
                 continue;
             }
             let key = state.key();
@@ -267,6 +245,10 @@ impl Backend for Pf {
         "pf"
     }
 
+    fn location(&self) -> String {
+        format!("anchor \"{}\"", self.anchor())
+    }
+
     fn preflight(&self) -> Result<Vec<String>> {
         let info = self.pfctl.check(&["-s", "info"], None)?;
         match pfctl::parse_status(&info.stdout) {
@@ -345,30 +327,19 @@ impl Backend for Pf {
             ports.push(port);
             until = until.or(u);
         }
-        let show = self.pfctl.run(
-            &["-a", self.anchor(), "-t", &self.names.table, "-T", "show"],
-            None,
-        )?;
-        let (sources, exceptions) = if show.success {
-            pfctl::parse_table(&show.stdout)?
-        } else if pfctl::says_missing(&show.stderr) {
-            (Vec::new(), Vec::new())
-        } else {
-            return Err(BackendError::Failed(anyhow!(
-                "`pfctl -a {} -t {} -T show` failed: {}",
-                self.anchor(),
-                self.names.table,
-                show.stderr.trim()
-            )));
-        };
+        let show =
+            self.pfctl
+                .read(&["-a", self.anchor(), "-t", &self.names.table, "-T", "show"])?;
+        let (sources, exceptions) = pfctl::parse_table(&show)?;
         Ok(Some(Policy::new(sources, exceptions, ports, until)))
     }
 
-    fn render(&self, policy: Option<&Policy>) -> String {
-        match policy {
-            Some(p) => render::anchor_text(p, &self.names),
-            None => render::clear_text(&self.names),
-        }
+    fn render_apply(&self, policy: &Policy) -> String {
+        render::anchor_text(policy, &self.names)
+    }
+
+    fn render_clear(&self) -> String {
+        render::clear_text(&self.names)
     }
 
     fn clear(&self) -> Result<bool> {
@@ -414,10 +385,7 @@ mod tests {
 
     #[test]
     fn parses_its_own_rule_as_pfctl_prints_it() {
-        let pf = Pf::new(Options {
-            name: "maint".into(),
-            pfctl: "/nonexistent".into(),
-        });
+        let pf = Pf::new("maint", "/nonexistent".into());
         let rule = "pass in quick on ! lo0 inet proto tcp from <maint_src> to any port = 443 \
                     flags S/SA label \"maint-redirect\" tag maint-until-1767225600 \
                     rdr-to 127.0.0.1 port 8504";

@@ -121,6 +121,19 @@ impl Pfctl {
         Ok(out)
     }
 
+    /// Runs a pfctl read that may name a missing anchor or table, which for maint means
+    /// "empty": its standard output, or nothing when pfctl said it does not exist.
+    pub fn read(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args, None)?;
+        if out.success {
+            Ok(out.stdout)
+        } else if says_missing(&out.stderr) {
+            Ok(String::new())
+        } else {
+            Err(self.failure(args, &out))
+        }
+    }
+
     /// The error for a pfctl run that exited non-zero, in pfctl's own words.
     pub fn failure(&self, args: &[&str], out: &Output) -> BackendError {
         BackendError::Failed(anyhow!(
@@ -160,7 +173,7 @@ pub(crate) fn parse_limit(stdout: &str, name: &str) -> Option<u64> {
 }
 
 /// Whether pfctl said the anchor or table is not there, which for maint means "empty".
-pub(crate) fn says_missing(stderr: &str) -> bool {
+fn says_missing(stderr: &str) -> bool {
     stderr.contains("does not exist")
 }
 

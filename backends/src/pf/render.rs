@@ -158,13 +158,13 @@ pub(crate) fn anchor_text(policy: &Policy, names: &Names) -> String {
     out
 }
 
-/// What `clear` does, for `--dry-run` of `maint off`.
+/// What `clear` does, for `--dry-run` of `maint off`: the commands an operator would type.
 pub(crate) fn clear_text(names: &Names) -> String {
     let a = &names.anchor;
     format!(
         "# maint off: empty anchor \"{a}\" (its rules, then its tables); nothing else is touched.\n\
-         # pfctl -a {a} -F rules\n\
-         # pfctl -a {a} -F Tables\n"
+         pfctl -a {a} -F rules\n\
+         pfctl -a {a} -F Tables\n"
     )
 }
 

@@ -1,0 +1,367 @@
+//! The controller: `on`, `off`, `status` and `check`, in the order that keeps the safety rules.
+//!
+//! It owns ordering (input first, then the lock, then the health gate, then the firewall, then
+//! the state kill, then the record) and never reaches into a backend's or the server's
+//! internals: it talks to the firewall through [`Backend`] and to the server through the
+//! control socket. Every step that can fail comes before the first step that changes anything.
+//!
+//! Its helpers each do one job: [`firewall`] picks the backend and the port map,
+//! [`supervisor`] starts and stops the background server, [`probe`] asks it over HTTP,
+//! [`report`] holds what the commands report, [`fail`] how they fail.
+
+mod fail;
+mod firewall;
+mod probe;
+mod report;
+mod supervisor;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use maint_backends::{Policy, PortMap, StateTarget};
+
+pub use fail::{Fail, Result};
+pub use report::{Outcome, ServerReport, StatusReport};
+
+use crate::config::Config;
+use crate::control::{self, ControlError, Request, Window};
+use crate::finding::Finding;
+use crate::request::{OffRequest, OnRequest};
+use crate::state::{self, Record};
+use crate::time::{now_secs, rfc3339};
+use supervisor::Supervisor;
+
+pub struct Controller {
+    config: Config,
+    config_path: PathBuf,
+}
+
+impl Controller {
+    pub fn new(config: Config, config_path: PathBuf) -> Self {
+        Controller {
+            config,
+            config_path,
+        }
+    }
+
+    fn supervisor(&self) -> Supervisor<'_> {
+        Supervisor {
+            config: &self.config,
+            config_path: &self.config_path,
+        }
+    }
+
+    pub fn on(&self, req: OnRequest) -> Result<Outcome> {
+        // 1. Input was checked when the request was built; the policy follows from it.
+        let mut warnings = req.warnings.clone();
+        let ports = firewall::ports(&self.config, &mut warnings);
+        let policy = Policy::new(
+            req.sources.iter().copied(),
+            req.exceptions.iter().copied(),
+            ports,
+            req.until,
+        );
+        if policy
+            .sources
+            .iter()
+            .all(|s| policy.exceptions.iter().any(|e| e.contains(s)))
+        {
+            warnings.push("every source is excepted: nobody will see the maintenance page".into());
+        }
+        warnings.extend(ssh_warning(&policy));
+
+        let (backend, fw) = firewall::configured(&self.config)?;
+        let mut outcome = Outcome {
+            active: true,
+            dry_run: req.dry_run,
+            backend: backend.name(),
+            sources: req.source_tokens.clone(),
+            exceptions: req.except_tokens.clone(),
+            ports: policy.ports.clone(),
+            until: req.until.map(rfc3339),
+            reason: req.reason.clone(),
+            warnings,
+            ..Outcome::default()
+        };
+        if req.dry_run {
+            outcome.ruleset = Some(backend.render_apply(&policy));
+            return Ok(outcome);
+        }
+
+        // 2. One maint at a time from here on.
+        let paths = &self.config.paths;
+        let _lock = state::lock(&paths.lock_file())?;
+        let previous = state::load(&paths.state_record()).unwrap_or_else(|e| {
+            tracing::warn!("{e:#}; replacing it");
+            None
+        });
+        outcome.warnings.extend(backend.preflight()?);
+
+        // 3. Health gate: never redirect visitors into a void.
+        let window = Window {
+            until: req.until,
+            reason: req.reason.clone(),
+        };
+        let spawned = match self.supervisor().ensure_server(&window) {
+            Ok(spawned) => spawned,
+            Err(e) if req.force => {
+                outcome
+                    .warnings
+                    .push(format!("{e:#}; applying anyway because of --force"));
+                None
+            }
+            Err(e) => return Err(Fail::Unhealthy(e)),
+        };
+        outcome.server_started = spawned;
+        let spawned_server = spawned.or(previous.as_ref().and_then(|r| r.spawned_server));
+
+        // 4. The firewall, atomically, only if it differs.
+        let current = backend.current().unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot read the current {} state ({e}); replacing it",
+                backend.name()
+            );
+            None
+        });
+        if current.as_ref() != Some(&policy) {
+            backend.apply(&policy)?;
+            outcome.changed = true;
+            // 5. Move matched clients over at once. The redirect is in place, so a failure
+            // here is worth a warning, not a rollback.
+            match backend.kill_states(&policy, StateTarget::App) {
+                Ok(n) => outcome.states_killed = n,
+                Err(e) => outcome.warnings.push(format!(
+                    "maintenance is on, but open connections to the app were not cut ({e}); they move over when they reconnect"
+                )),
+            }
+        }
+
+        // 6. Remember what was done.
+        let record = Record {
+            backend: fw.kind(),
+            table: fw.name().to_owned(),
+            policy: policy.clone(),
+            sources: req.source_tokens,
+            exceptions: req.except_tokens,
+            since: match &previous {
+                Some(p) if !outcome.changed => p.since,
+                _ => now_secs(),
+            },
+            reason: req.reason,
+            spawned_server,
+        };
+        if previous
+            .as_ref()
+            .map(|p| (&p.sources, &p.exceptions, &p.reason))
+            != Some((&record.sources, &record.exceptions, &record.reason))
+        {
+            outcome.changed = true;
+        }
+        state::save(&paths.state_record(), &record)?;
+
+        if let (Some(u), false) = (req.until, backend.expires_by_itself()) {
+            self.supervisor().schedule_off(u)?;
+        }
+        Ok(outcome)
+    }
+
+    pub fn off(&self, req: OffRequest) -> Result<Outcome> {
+        let paths = &self.config.paths;
+        if let Some(at) = req.scheduled {
+            let wait = at.saturating_sub(now_secs());
+            std::thread::sleep(Duration::from_secs(wait));
+        }
+        let _lock = if req.dry_run {
+            None
+        } else {
+            Some(state::lock(&paths.lock_file())?)
+        };
+        let mut warnings = Vec::new();
+        let record = state::load(&paths.state_record()).unwrap_or_else(|e| {
+            warnings.push(format!("{e:#}; removing maint's firewall state anyway"));
+            None
+        });
+        if let Some(at) = req.scheduled {
+            if record.as_ref().and_then(|r| r.policy.until) != Some(at) {
+                tracing::info!(
+                    "the window ending at {at} was replaced; leaving maintenance as it is"
+                );
+                return Ok(outcome_unchanged(record.as_ref()));
+            }
+        }
+        let (backend, _) = firewall::for_record(&self.config, record.as_ref())?;
+        let current = backend.current().unwrap_or_else(|e| {
+            warnings.push(format!(
+                "cannot read maint's {} state ({e}); removing it anyway",
+                backend.name()
+            ));
+            None
+        });
+        let mut outcome = Outcome {
+            dry_run: req.dry_run,
+            backend: backend.name(),
+            warnings,
+            ..Outcome::default()
+        };
+        if req.dry_run {
+            outcome.ruleset = Some(backend.render_clear());
+            return Ok(outcome);
+        }
+
+        let removed = backend.clear()?;
+        // Which redirected states to kill: those to the ports that were in place.
+        let policy = current
+            .or_else(|| record.as_ref().map(|r| r.policy.clone()))
+            .unwrap_or_else(|| {
+                Policy::new([], [], firewall::ports(&self.config, &mut Vec::new()), None)
+            });
+        match backend.kill_states(&policy, StateTarget::Server) {
+            Ok(n) => outcome.states_killed = n,
+            Err(e) => outcome.warnings.push(format!(
+                "the redirect is gone, but connections held by the maintenance server were not cut ({e})"
+            )),
+        }
+
+        let socket = paths.control_socket();
+        let server = control::ask(&socket, &Request::SetWindow(Window::default())).ok();
+        if let (Some(pid), Some(s)) = (record.as_ref().and_then(|r| r.spawned_server), &server) {
+            // Stop only the server `on` started, and only if it is still that process.
+            if self.supervisor().stop_started_server(pid, s) {
+                outcome.server_stopped = Some(pid);
+            }
+        }
+        let had_record = state::remove(&paths.state_record())?;
+        outcome.changed = removed || had_record;
+        Ok(outcome)
+    }
+
+    pub fn status(&self) -> Result<StatusReport> {
+        let paths = &self.config.paths;
+        let mut drift = Vec::new();
+        let record = state::load(&paths.state_record()).unwrap_or_else(|e| {
+            drift.push(format!("{e:#}"));
+            None
+        });
+        let (backend, fw) = firewall::for_record(&self.config, record.as_ref())?;
+        let current = match backend.current() {
+            Ok(c) => c,
+            Err(e) => {
+                drift.push(format!("cannot read the {} state: {e}", backend.name()));
+                None
+            }
+        };
+        match (&record, &current) {
+            (Some(_), None) => drift.push(format!(
+                "the state record says maintenance is on, but maint's {} is not in the kernel (removed by hand, or a reboot?); run `maint on` again or `maint off`",
+                backend.location()
+            )),
+            (None, Some(_)) => drift.push(
+                "the kernel holds maint's redirect but there is no state record; `maint off` removes it".into(),
+            ),
+            (Some(r), Some(c)) if &r.policy != c => drift.push(
+                "the kernel's redirect differs from the state record (changed by hand?); run `maint on` again to restore it".into(),
+            ),
+            _ => {}
+        }
+        let policy = current
+            .clone()
+            .or_else(|| record.as_ref().map(|r| r.policy.clone()));
+        let expired = policy
+            .as_ref()
+            .is_some_and(|p| p.expired_at(SystemTime::now()));
+        let server = control::ask(&paths.control_socket(), &Request::Status)
+            .ok()
+            .map(|s| ServerReport {
+                healthy: probe::http(&self.config, &s).is_ok(),
+                status: s,
+            });
+        let prefixes = |list: fn(&Policy) -> &Vec<ipnet::IpNet>| -> Vec<String> {
+            policy
+                .as_ref()
+                .map(|p| list(p).iter().map(|n| n.to_string()).collect())
+                .unwrap_or_default()
+        };
+        Ok(StatusReport {
+            active: current.is_some() && !expired,
+            expired,
+            backend: backend.name(),
+            table: fw.name().to_owned(),
+            sources: record
+                .as_ref()
+                .map(|r| r.sources.clone())
+                .unwrap_or_default(),
+            exceptions: record
+                .as_ref()
+                .map(|r| r.exceptions.clone())
+                .unwrap_or_default(),
+            source_prefixes: prefixes(|p| &p.sources),
+            exception_prefixes: prefixes(|p| &p.exceptions),
+            ports: policy.as_ref().map(|p| p.ports.clone()).unwrap_or_default(),
+            since: record.as_ref().map(|r| rfc3339(r.since)),
+            until: policy.as_ref().and_then(|p| p.until).map(rfc3339),
+            reason: record.as_ref().and_then(|r| r.reason.clone()),
+            server,
+            drift,
+        })
+    }
+
+    pub fn check(&self) -> Result<Vec<Finding>> {
+        let mut out = vec![Finding::ok(format!(
+            "config {} is valid",
+            self.config_path.display()
+        ))];
+        let (backend, _) = firewall::configured(&self.config)?;
+        match backend.preflight() {
+            Ok(w) => {
+                out.push(Finding::ok(format!("{} is usable", backend.name())));
+                out.extend(w.into_iter().map(Finding::warn));
+            }
+            Err(e) => out.push(Finding::fail(format!("{}: {e}", backend.name()))),
+        }
+        let mut warnings = Vec::new();
+        let ports = firewall::ports(&self.config, &mut warnings);
+        out.push(Finding::ok(format!("redirects: {}", PortMap::list(&ports))));
+        out.extend(warnings.into_iter().map(Finding::warn));
+        out.extend(crate::certs::check(&self.config.tls));
+        match control::ask(&self.config.paths.control_socket(), &Request::Status) {
+            Ok(s) => match probe::http(&self.config, &s) {
+                Ok(()) => out.push(Finding::ok(format!(
+                    "maintenance server (pid {}) answers on port {}",
+                    s.pid, s.http_port
+                ))),
+                Err(e) => out.push(Finding::fail(format!("{e:#}"))),
+            },
+            Err(ControlError::NotRunning(_)) => out.push(Finding::warn(
+                "no maintenance server is running; `maint on` will start one".into(),
+            )),
+            Err(e) => out.push(Finding::fail(format!("{e}"))),
+        }
+        Ok(out)
+    }
+}
+
+/// What a scheduled `off` reports when the window it was scheduled for was replaced.
+fn outcome_unchanged(record: Option<&Record>) -> Outcome {
+    Outcome {
+        active: record.is_some(),
+        sources: record.map(|r| r.sources.clone()).unwrap_or_default(),
+        exceptions: record.map(|r| r.exceptions.clone()).unwrap_or_default(),
+        ports: record.map(|r| r.policy.ports.clone()).unwrap_or_default(),
+        until: record.and_then(|r| r.policy.until).map(rfc3339),
+        reason: record.and_then(|r| r.reason.clone()),
+        ..Outcome::default()
+    }
+}
+
+/// Rule 1: SSH is never redirected, but an operator whose own address is covered will see the
+/// maintenance page in their browser and may think the app is broken.
+fn ssh_warning(policy: &Policy) -> Option<String> {
+    let conn = std::env::var("SSH_CONNECTION").ok()?;
+    let ip: IpAddr = conn.split_whitespace().next()?.parse().ok()?;
+    policy.matches(ip).then(|| {
+        format!(
+            "your SSH client address {ip} is covered: your browser will see the maintenance page (SSH itself is untouched); add `--except {ip}` to keep testing the app"
+        )
+    })
+}

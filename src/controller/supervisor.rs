@@ -1,0 +1,182 @@
+//! The maintenance server's lifecycle as the controller sees it: finding a running server,
+//! starting one in the background when none runs, waiting until it answers, and stopping the
+//! one `on` started. Also the detached `maint off` that closes a window on firewalls that
+//! cannot expire rules by themselves.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+
+use super::probe;
+use crate::config::{Config, Paths};
+use crate::control::{self, ControlError, Request, ServerStatus, Window};
+
+/// How long a freshly started server may take to answer on its control socket.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SIGTERM may take to stop a server before `off` goes on without waiting.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the controller runs its commands with: the config and where it came from, so the
+/// processes it starts read the same file.
+pub struct Supervisor<'a> {
+    pub config: &'a Config,
+    pub config_path: &'a Path,
+}
+
+impl Supervisor<'_> {
+    fn paths(&self) -> &Paths {
+        &self.config.paths
+    }
+
+    /// Makes sure a healthy maintenance server runs, starting one if none does, and tells it
+    /// the window. Returns the pid of a server it started.
+    pub fn ensure_server(&self, window: &Window) -> anyhow::Result<Option<u32>> {
+        let socket = self.paths().control_socket();
+        let mut spawned = None;
+        let status = match control::ask(&socket, &Request::Status) {
+            Ok(s) => s,
+            Err(ControlError::NotRunning(_)) => {
+                let pid = self.start_server()?;
+                spawned = Some(pid);
+                wait_for_server(&socket, pid, &self.paths().server_log())?
+            }
+            Err(ControlError::Other(e)) => return Err(e),
+        };
+        probe::http(self.config, &status)?;
+        control::ask(&socket, &Request::SetWindow(window.clone()))
+            .map_err(|e| anyhow!("{e}"))
+            .context("cannot tell the maintenance server about the window")?;
+        Ok(spawned)
+    }
+
+    /// `maint serve --background` in its own session, logging to the state directory.
+    fn start_server(&self) -> anyhow::Result<u32> {
+        let log_path = self.paths().server_log();
+        std::fs::create_dir_all(&self.paths().state_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let pid = self
+            .spawn_detached(
+                &["serve", "--background"],
+                Stdio::from(log.try_clone()?),
+                Stdio::from(log),
+            )
+            .context("cannot start the maintenance server")?;
+        tracing::info!(pid, "started a maintenance server in the background");
+        Ok(pid)
+    }
+
+    /// pf cannot expire rules, so a detached `maint off --scheduled` closes the window.
+    pub fn schedule_off(&self, at: u64) -> anyhow::Result<()> {
+        self.spawn_detached(
+            &["off", "--scheduled", &at.to_string()],
+            Stdio::null(),
+            Stdio::null(),
+        )
+        .context("cannot schedule the end of the window")?;
+        Ok(())
+    }
+
+    /// Runs this same binary with this config and `args`, in a session of its own, so it
+    /// outlives this command and a closing terminal. Returns its pid.
+    fn spawn_detached(&self, args: &[&str], stdout: Stdio, stderr: Stdio) -> anyhow::Result<u32> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("--config")
+            .arg(self.config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
+        // which is async-signal-safe, allocating nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        Ok(cmd.spawn()?.id())
+    }
+
+    /// Stops the server `on` started (`pid`), if it is still the one answering, and removes
+    /// the files it could not remove itself. Returns whether it stopped it.
+    pub fn stop_started_server(&self, pid: u32, answering: &ServerStatus) -> bool {
+        if answering.pid != pid {
+            return false;
+        }
+        stop(pid);
+        let socket = self.paths().control_socket();
+        // Running unprivileged, it could not remove its root-owned files itself.
+        if control::ask(&socket, &Request::Status).is_err() {
+            let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_file(self.paths().pid_file());
+        }
+        true
+    }
+}
+
+fn wait_for_server(socket: &Path, pid: u32, log: &Path) -> anyhow::Result<ServerStatus> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match control::ask(socket, &Request::Status) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => {
+                return Err(anyhow!("{e}")).with_context(|| {
+                    format!(
+                        "the maintenance server (pid {pid}) did not come up within {} s; see {}",
+                        START_TIMEOUT.as_secs(),
+                        log.display()
+                    )
+                })
+            }
+            Err(_) => {}
+        }
+        // Gone already (a port in use, a bad page): say why, from its log.
+        if !alive(pid) {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            return Err(anyhow!(
+                "the maintenance server exited at start-up: {last} (full log: {})",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `pid` still runs; reaps it if it is our exited child.
+fn alive(pid: u32) -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    if nix::sys::signal::kill(pid, None).is_err() {
+        return false;
+    }
+    !matches!(
+        waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+    )
+}
+
+/// SIGTERM, then a moment to drain so the port is free for a later `on`.
+fn stop(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,253 @@
+//! What every connection shares: the rendered page, the settings it was rendered from, the
+//! counters, the connection limit, and the ways a shutdown reaches connections.
+//!
+//! The page is swapped whole (an `ArcSwap`), so a request never waits for a reload or a
+//! window change; the settings it was rendered from change together under one lock, so a
+//! reload and a window change cannot interleave and render a page from mismatched halves.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::page::{Content, Page};
+use super::privsep::KeyHelper;
+use super::tls::Tls;
+use crate::config::Config;
+use crate::control::{ServerStatus, Window};
+
+#[derive(Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub refused_direct: AtomicU64,
+}
+
+/// What the page is rendered from; replaced in parts by reloads and window changes.
+struct Source {
+    config: Arc<Config>,
+    content: Content,
+    window: Window,
+}
+
+/// What bounds one connection, fixed at start like the listeners.
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// State every connection reads.
+pub struct Shared {
+    page: ArcSwap<Page>,
+    source: Mutex<Source>,
+    pub stats: Stats,
+    pub http_port: u16,
+    pub https_port: Option<u16>,
+    pub limits: Limits,
+    started: u64,
+    slots: Arc<Semaphore>,
+    /// hyper's connections (HTTPS) drain through this.
+    pub graceful: Mutex<Option<GracefulShutdown>>,
+    /// Flips to true on SIGTERM: accept loops stop.
+    stop: watch::Sender<bool>,
+    /// Every HTTP/1.1 connection with an answer not yet fully written holds a clone of this
+    /// sender; shutdown drops the original and waits until the channel closes, which is when
+    /// the last such connection has finished or gone (mini-redis's drop-guard shutdown).
+    writing: Mutex<Option<mpsc::Sender<()>>>,
+    all_written: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    pub tls: Option<Tls>,
+    key_helper: Option<KeyHelper>,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        content: Content,
+        tls: Option<Tls>,
+        key_helper: Option<KeyHelper>,
+    ) -> Result<Shared> {
+        let window = Window::default();
+        let page = Page::render(&content, &window)?;
+        let limits = Limits {
+            idle_timeout: config.server.idle_timeout,
+            header_timeout: config.server.header_timeout,
+            max_header_bytes: config.server.max_header_bytes,
+        };
+        let (writing, all_written) = mpsc::channel(1);
+        Ok(Shared {
+            limits,
+            page: ArcSwap::from_pointee(page),
+            http_port: config.server.http_port,
+            https_port: tls.as_ref().map(|_| config.server.https_port),
+            slots: Arc::new(Semaphore::new(config.server.max_connections)),
+            source: Mutex::new(Source {
+                config: Arc::new(config),
+                content,
+                window,
+            }),
+            stats: Stats::default(),
+            started: crate::time::now_secs(),
+            graceful: Mutex::new(Some(GracefulShutdown::new())),
+            stop: watch::Sender::new(false),
+            writing: Mutex::new(Some(writing)),
+            all_written: tokio::sync::Mutex::new(all_written),
+            tls,
+            key_helper,
+        })
+    }
+
+    fn source(&self) -> std::sync::MutexGuard<'_, Source> {
+        // A panic while holding this lock would be a bug in a few lines of assignments; the
+        // data stays consistent either way, so keep serving rather than cascade the panic.
+        self.source.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-reads the certificates (through the privileged helper when running unprivileged).
+    /// An HTTPS listener cannot appear on reload: a server started without certificates
+    /// needs a restart to serve HTTPS.
+    pub fn reload_tls(&self, config: &Config) -> Result<()> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        let pairs = match &self.key_helper {
+            Some(helper) => helper.read_pems()?,
+            None => crate::certs::read_pems(&config.tls)?,
+        };
+        tls.reload(&pairs, config.tls.self_signed)
+    }
+
+    pub fn settings(&self) -> Arc<Config> {
+        self.source().config.clone()
+    }
+
+    /// Installs a reloaded config and page content, keeping the current window.
+    pub fn replace(&self, config: Config, content: Content) -> Result<()> {
+        let mut source = self.source();
+        let page = Page::render(&content, &source.window)?;
+        self.page.store(Arc::new(page));
+        source.config = Arc::new(config);
+        source.content = content;
+        Ok(())
+    }
+
+    pub fn set_window(&self, window: Window) -> Result<()> {
+        let mut source = self.source();
+        let page = Page::render(&source.content, &window)?;
+        self.page.store(Arc::new(page));
+        source.window = window;
+        Ok(())
+    }
+
+    pub fn status(&self) -> ServerStatus {
+        let window = self.source().window.clone();
+        ServerStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started: self.started,
+            requests: self.stats.requests.load(Ordering::Relaxed),
+            connections: self.stats.connections.load(Ordering::Relaxed),
+            connections_total: self.stats.connections_total.load(Ordering::Relaxed),
+            refused_direct: self.stats.refused_direct.load(Ordering::Relaxed),
+            http_port: self.http_port,
+            https_port: self.https_port,
+            window,
+        }
+    }
+
+    pub fn page(&self) -> arc_swap::Guard<Arc<Page>> {
+        self.page.load()
+    }
+
+    pub fn count_request(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A free connection slot, waiting while all `max_connections` are taken.
+    pub async fn slot(&self) -> OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
+    /// A guard an HTTP/1.1 connection holds while part of an answer is unsent, so shutdown
+    /// waits for it; `None` once shutdown has begun (nothing waits any more).
+    pub fn writing(&self) -> Option<mpsc::Sender<()>> {
+        self.writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops accepting, then lets open requests finish within the drain timeout.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let drain = self.settings().server.drain_timeout;
+        let graceful = self
+            .graceful
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Dropping the original sender leaves only the connections' clones.
+        self.writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let drained = async {
+            if let Some(g) = graceful {
+                g.shutdown().await;
+            }
+            // HTTP/1.1 answers are written as soon as a request is read, so only answers
+            // still on their way to slow readers are waited for; idle keep-alive
+            // connections close when the process exits. `recv` returns None once every
+            // sender is gone.
+            let _ = self.all_written.lock().await.recv().await;
+        };
+        if tokio::time::timeout(drain, drained).await.is_err() {
+            tracing::warn!("drain timeout reached; closing the remaining connections");
+        }
+    }
+}
+
+/// What a connection holds for as long as it lives: its connection slot, and its place in
+/// the open-connection count. Both the HTTP/1.1 and the HTTPS paths keep one.
+pub struct ConnectionGuard {
+    pub shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl ConnectionGuard {
+    pub fn new(shared: Arc<Shared>, slot: OwnedSemaphorePermit) -> Self {
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            shared,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.shared
+            .stats
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
