@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit codes are part of the interface: cron jobs and Ansible decide on them.
 pub mod exit {
@@ -36,7 +36,13 @@ Exit codes: 0 done (also when nothing changed), 1 failed, 2 bad usage or input,
 /// Excepted sources and the host itself keep reaching the app, so you can test it on the real
 /// ports before turning maintenance off. Nothing but the web ports is touched: SSH stays open.
 #[derive(Debug, Parser)]
-#[command(name = "maint", version, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(
+    name = "maint",
+    version,
+    propagate_version = true,
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Configuration file. A missing file at the default path means built-in defaults.
     #[arg(
@@ -44,20 +50,28 @@ pub struct Cli {
         global = true,
         env = "MAINT_CONFIG",
         value_name = "FILE",
-        default_value = crate::config::DEFAULT_PATH
+        default_value = crate::config::DEFAULT_PATH,
+        help_heading = "Global options"
     )]
     pub config: PathBuf,
 
     /// Print machine-readable JSON instead of text (for scripts, cron and Ansible).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// More log output (-v info, -vv debug, -vvv trace). Also: RUST_LOG.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        action = clap::ArgAction::Count,
+        conflicts_with = "quiet",
+        help_heading = "Global options"
+    )]
     pub verbose: u8,
 
     /// Only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
 
     #[command(subcommand)]
@@ -72,13 +86,16 @@ pub enum Command {
     /// [aliases] table, or `all` (every IPv4 and IPv6 source). Overlapping prefixes are merged.
     /// Running the same `on` twice changes nothing the second time. If no maintenance server
     /// runs, one is started in the background on the configured defaults.
+    #[command(after_help = ON_EXAMPLES)]
     On(OnArgs),
     /// End maintenance: remove maint's redirect and send clients back to the app at once.
     ///
     /// Works without a config file, with the maintenance server dead, and with a missing or
     /// corrupt state record. Removes only what maint created.
+    #[command(after_help = OFF_EXAMPLES)]
     Off(OffArgs),
     /// Show whether maintenance is on, for whom, until when, and the server's health.
+    #[command(after_help = STATUS_EXAMPLES)]
     Status,
     /// Check the config, the firewall, the maintenance server and certificates; change nothing.
     Check,
@@ -90,12 +107,94 @@ pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     ///
     /// Example: maint completions bash > /etc/bash_completion.d/maint
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the manual page (roff) to stdout. Example: maint man | man -l -
-    Man,
+    Completions(CompletionsArgs),
+    /// Print a manual page (roff): maint(1), or one command's, such as maint-on(1).
+    ///
+    /// Examples: `maint man | man -l -`, `maint man on | man -l -`, and for packaging
+    /// `maint man --dir /usr/share/man/man1`, which writes every page.
+    Man(ManArgs),
+}
+
+const ON_EXAMPLES: &str = "\
+Examples:
+  maint on                                  everyone sees the maintenance page
+  maint on --except office                  everyone but the `office` alias from the config
+  maint on 198.51.100.0/24 2001:db8::/32    only these sources
+  maint on --for 30m --reason 'Database upgrade'
+                                            ends by itself after 30 minutes
+  maint on --until 2026-12-01T02:00         ends by itself at that local time
+  maint on --dry-run --except office        print the firewall text, change nothing
+  maint --json on --except office           for scripts: one JSON object with `changed`";
+
+const OFF_EXAMPLES: &str = "\
+Examples:
+  maint off                 everyone back to the app, at once
+  maint off --dry-run       print what would be removed, change nothing
+  maint --json off          for scripts: one JSON object with `changed`";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  maint status              a few lines for a person
+  maint --json status       every field, for scripts, Ansible and monitoring";
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (on, off, status, check, serve, completions).
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+
+    /// Write every page (maint.1, maint-on.1, ...) into this directory instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The command line as it is parsed and documented: clap's derive, plus what the derive cannot
+/// say. The global options mean nothing to `completions` and `man`, so those two are rebuilt
+/// without them: their help, manual pages and completions do not offer options they ignore
+/// (clap propagates global options to every subcommand and cannot leave one out).
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as CommandFactory>::command();
+    cmd.build();
+    let bare = [
+        (
+            "completions",
+            CompletionsArgs::augment_args(clap::Command::new("completions")),
+        ),
+        ("man", ManArgs::augment_args(clap::Command::new("man"))),
+    ];
+    for (name, mut fresh) in bare {
+        let built = cmd.find_subcommand(name).expect("defined above").clone();
+        if let Some(about) = built.get_about() {
+            fresh = fresh.about(about.clone());
+        }
+        if let Some(long) = built.get_long_about() {
+            fresh = fresh.long_about(long.clone());
+        }
+        if let Some(name) = built.get_display_name() {
+            fresh = fresh.display_name(name.to_owned());
+        }
+        if let Some(bin) = built.get_bin_name() {
+            fresh = fresh.bin_name(bin.to_owned());
+        }
+        fresh = fresh.version(env!("CARGO_PKG_VERSION"));
+        fresh.build();
+        cmd = cmd.mut_subcommand(name, |_| fresh);
+    }
+    cmd
+}
+
+impl Cli {
+    /// Parses the process's arguments; prints help or a usage error and exits as clap does.
+    pub fn from_env() -> Cli {
+        let matches = command().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 #[derive(Debug, Args)]

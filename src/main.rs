@@ -19,15 +19,16 @@ mod time;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use cli::{exit, Cli, Command};
 use config::Config;
 use controller::{Controller, Fail};
 use request::{OffRequest, OnRequest};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_stdout();
+    }
     init_logging(&cli);
     let result = run(&cli);
     match result {
@@ -54,16 +55,13 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<u8, Fail> {
     // Documentation needs no config.
     match &cli.command {
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "maint", &mut std::io::stdout());
+        Command::Completions(args) => {
+            let mut cmd = cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "maint", &mut std::io::stdout());
             return Ok(exit::OK);
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd)
-                .render(&mut std::io::stdout())
-                .map_err(|e| Fail::System(e.into()))?;
+        Command::Man(args) => {
+            man(args).map_err(Fail::Input)?;
             return Ok(exit::OK);
         }
         _ => {}
@@ -109,8 +107,54 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 exit::OK
             })
         }
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
     }
+}
+
+/// A command line tool whose reader went away (`maint --json status | head -1`) ends quietly,
+/// as Unix tools do, instead of failing on the write: the default action of SIGPIPE, which
+/// Rust's runtime sets to "ignore". The server keeps ignoring it: a client closing a socket
+/// must not end it.
+fn quiet_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler code, so nothing can run in signal context; this
+    // runs before any thread is started.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+/// `maint man`: maint(1), one command's page, or every page into a directory.
+fn man(args: &cli::ManArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cmd = cli::command();
+    if let Some(dir) = &args.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let pages = cmd
+            .get_subcommands()
+            .filter(|s| s.get_name() != "help" && !s.is_hide_set())
+            .cloned()
+            .chain([cmd.clone()]);
+        for page in pages {
+            clap_mangen::Man::new(page)
+                .generate_to(dir)
+                .with_context(|| format!("cannot write manual pages into {}", dir.display()))?;
+        }
+        return Ok(());
+    }
+    let page = match &args.command {
+        None => cmd,
+        Some(name) => {
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|s| s.get_name().to_owned())
+                .filter(|n| n != "help")
+                .collect();
+            cmd.find_subcommand(name).cloned().with_context(|| {
+                format!("no command {name:?}; pages exist for: {}", names.join(", "))
+            })?
+        }
+    };
+    clap_mangen::Man::new(page).render(&mut std::io::stdout())?;
+    Ok(())
 }
 
 fn init_logging(cli: &Cli) {

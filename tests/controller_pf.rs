@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use support::{free_port, maint_bin, stderr, stdout};
@@ -17,22 +17,12 @@ struct Pf {
     config: PathBuf,
 }
 
-/// The fake is another workspace member; `cargo test --workspace` builds it next to `maint`.
-fn fake_binary() -> PathBuf {
-    let bin = Path::new(maint_bin()).with_file_name("fake-pfctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p fake-pfctl` first)",
-        bin.display()
-    );
-    bin
-}
-
 impl Pf {
     fn new(main_rules: &str) -> Pf {
         let dir = tempfile::tempdir().unwrap();
         // The fake keeps its state next to the path it was started by.
-        std::os::unix::fs::symlink(fake_binary(), dir.path().join("pfctl")).unwrap();
+        std::os::unix::fs::symlink(maint_testkit::bins::fake_pfctl(), dir.path().join("pfctl"))
+            .unwrap();
         std::fs::write(dir.path().join("main.conf"), main_rules).unwrap();
         let config = dir.path().join("maint.toml");
         std::fs::write(

@@ -7,7 +7,7 @@
 //! `cargo build -p fake-pfctl` first.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
@@ -187,23 +187,6 @@ struct Fake {
     dir: PathBuf,
 }
 
-fn fake_binary() -> PathBuf {
-    // Test executables live in target/<profile>/deps; workspace binaries one level up.
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join(format!("fake-pfctl{}", std::env::consts::EXE_SUFFIX)))
-        .expect("target dir layout");
-    assert!(
-        bin.exists(),
-        "the fake pfctl is not built at {}: run `cargo build -p fake-pfctl` \
-         (or `cargo test --workspace`, which builds it) before these tests",
-        bin.display()
-    );
-    bin
-}
-
 impl Fake {
     fn new(main_conf: &str) -> Fake {
         static N: AtomicUsize = AtomicUsize::new(0);
@@ -214,7 +197,7 @@ impl Fake {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::symlink(fake_binary(), dir.join("pfctl")).unwrap();
+        std::os::unix::fs::symlink(maint_testkit::bins::fake_pfctl(), dir.join("pfctl")).unwrap();
         fs::write(dir.join("main.conf"), main_conf).unwrap();
         Fake { dir }
     }

@@ -265,7 +265,6 @@ fn answer_one(req: &httparse::Request<'_, '_>, shared: &Shared, out: &mut Vec<u8
     let path = path.split(['?', '#']).next().unwrap_or("/");
     let mut accept = None;
     let mut close = req.version == Some(0); // HTTP/1.0 closes unless it asks otherwise
-    let mut has_body = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("accept") {
             accept = std::str::from_utf8(h.value).ok();
@@ -275,16 +274,15 @@ fn answer_one(req: &httparse::Request<'_, '_>, shared: &Shared, out: &mut Vec<u8
             } else if has_token(h.value, b"keep-alive") {
                 close = false;
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            has_body = true;
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            // Any length but a clean zero means a body we will not read.
-            has_body |= std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                != Some(0);
         }
     }
+    let has_body = match body_framing(req.headers) {
+        Ok(has_body) => has_body,
+        Err(()) => {
+            error(out, "400 Bad Request");
+            return Next::Close;
+        }
+    };
     // The body is not read, so the connection cannot be reused after it.
     let next = if close || has_body {
         Next::Close
@@ -294,6 +292,39 @@ fn answer_one(req: &httparse::Request<'_, '_>, shared: &Shared, out: &mut Vec<u8
     let answer = shared.page().answer(&method, path, accept);
     write_answer(out, &answer, next == Next::Close);
     next
+}
+
+/// Whether the request carries a body (which is never read, so the connection cannot be
+/// reused after it), or `Err` for framing that must be refused, as pingora refuses it
+/// (RFC 9112 6.3, RFC 9110 8.6): a Content-Length that is not plain digits (no sign, no
+/// spaces inside), several that disagree, or Content-Length together with Transfer-Encoding.
+fn body_framing(headers: &[httparse::Header<'_>]) -> Result<bool, ()> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let v = h.value.trim_ascii();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or(())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        }
+    }
+    match (length, chunked) {
+        (Some(_), true) => Err(()),
+        (_, true) => Ok(true),
+        (Some(n), false) => Ok(n > 0),
+        (None, false) => Ok(false),
+    }
 }
 
 /// Whether a comma-separated header value holds `token` (case-insensitive), without
@@ -363,6 +394,52 @@ mod tests {
         assert!(has_token(b"keep-alive, Upgrade", b"keep-alive"));
         assert!(has_token(b" close ", b"close"));
         assert!(!has_token(b"closed", b"close"));
+    }
+
+    #[test]
+    fn content_length_is_plain_digits_and_agrees_with_itself() {
+        let h = |pairs: &[(&'static str, &'static [u8])]| -> Vec<httparse::Header<'static>> {
+            pairs
+                .iter()
+                .map(|(name, value)| httparse::Header { name, value })
+                .collect()
+        };
+        assert_eq!(body_framing(&h(&[])), Ok(false));
+        assert_eq!(body_framing(&h(&[("Content-Length", b"0")])), Ok(false));
+        assert_eq!(body_framing(&h(&[("content-length", b" 12 ")])), Ok(true));
+        assert_eq!(
+            body_framing(&h(&[("Content-Length", b"5"), ("Content-Length", b"5")])),
+            Ok(true)
+        );
+        assert_eq!(
+            body_framing(&h(&[("Transfer-Encoding", b"chunked")])),
+            Ok(true)
+        );
+        for bad in [
+            &b"+0"[..],
+            b"-5",
+            b"1 2",
+            b"0x10",
+            b"",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(
+                body_framing(&h(&[("Content-Length", bad)])),
+                Err(()),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            body_framing(&h(&[("Content-Length", b"5"), ("Content-Length", b"6")])),
+            Err(())
+        );
+        assert_eq!(
+            body_framing(&h(&[
+                ("Content-Length", b"5"),
+                ("Transfer-Encoding", b"chunked")
+            ])),
+            Err(())
+        );
     }
 
     #[test]

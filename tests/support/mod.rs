@@ -1,32 +1,23 @@
-//! Shared test fixtures: a real `maint serve` in a temporary directory with its own ports,
-//! raw HTTP over TCP, curl, and the root check that refuses to pass silently in CI.
+//! Fixtures of the `maint` crate's tests: a real `maint serve` in a temporary directory with
+//! its own ports, the end-to-end lab and site. What every crate's tests share (root checks,
+//! namespaces, HTTP clients) comes from the test kit, `maint_testkit`.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
 pub mod netns;
 pub mod site;
 
+pub use maint_testkit::http::{curl, raw, stderr, stdout, wait_until};
+pub use maint_testkit::root::have_root;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 pub fn maint_bin() -> &'static str {
     env!("CARGO_BIN_EXE_maint")
-}
-
-/// Whether root-only tests can run. Without root they are skipped locally, but under CI a
-/// skipped test would be a silent pass, so they fail instead.
-pub fn have_root(test: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} needs root (network namespaces, nftables); CI must run the tests as root");
-    }
-    eprintln!("SKIPPED {test}: needs root");
-    false
 }
 
 /// A port nothing listens on right now (the kernel picks it).
@@ -148,33 +139,6 @@ impl Drop for TestServer {
             let _ = c.wait();
         }
     }
-}
-
-/// Sends raw bytes and reads until the server closes or `timeout` passes.
-pub fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(timeout)).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl is installed")
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Sends one request line to a control socket and returns the JSON answer.

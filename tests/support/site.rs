@@ -2,7 +2,7 @@
 //! stateful host firewall, maint configured with an `office` alias, and two clients.
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::netns::Lab;
 use super::{maint_bin, stderr, stdout};
@@ -113,14 +113,7 @@ impl Site {
     }
 
     pub fn wait_until(&self, mut f: impl FnMut(&Site) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f(self) {
-            assert!(
-                Instant::now() < deadline,
-                "condition not reached within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_until(Duration::from_secs(10), "site condition", || f(self));
     }
 
     pub fn pub4(&self) -> String {

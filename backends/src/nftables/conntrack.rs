@@ -124,12 +124,7 @@ fn dump(sock: &mut Socket) -> Result<Vec<Entry>, NlError> {
         0,
     );
     w.end();
-    let mut out = Vec::new();
-    sock.dump(&w.buf, seq, |m| {
-        out.extend(entry(m.nf_attrs()));
-        Ok(())
-    })?;
-    Ok(out)
+    sock.dump_collect(&w.buf, seq, |m| entry(m.nf_attrs()))
 }
 
 fn put_tuple(w: &mut Writer, ty: u16, t: &Tuple) {

@@ -288,6 +288,21 @@ impl Socket {
 
     /// Sends a dump request and hands every answer message to `each`. A dump that raced with
     /// a ruleset change reports EINTR so the caller can start over.
+    /// [`Socket::dump`], keeping what `read` makes of each message (`None`: skip it).
+    pub fn dump_collect<T>(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        mut read: impl FnMut(&Message<'_>) -> Option<T>,
+    ) -> Result<Vec<T>, NlError> {
+        let mut out = Vec::new();
+        self.dump(request, seq, |m| {
+            out.extend(read(m));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     pub fn dump(
         &mut self,
         request: &[u8],

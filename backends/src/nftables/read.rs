@@ -109,12 +109,21 @@ fn dump<T>(
         w.put_str(*ty, v);
     }
     w.end();
-    let mut out = Vec::new();
-    sock.dump(&w.buf, seq, |m| {
-        out.extend(each(m.nf_attrs()));
-        Ok(())
-    })?;
-    Ok(out)
+    sock.dump_collect(&w.buf, seq, |m| each(m.nf_attrs()))
+}
+
+/// A dump of `msg` objects in table `name` (the kernel filters by the table attribute, and
+/// so do we, in case an old kernel ignores the filter), each read by `read`.
+fn dump_ours<T>(
+    sock: &mut Socket,
+    msg: i32,
+    table_attr: u16,
+    name: &str,
+    mut read: impl FnMut(&Attrs<'_>) -> T,
+) -> Result<Vec<T>, NlError> {
+    dump(sock, msg, &[(table_attr, name)], |a| {
+        (a.str(table_attr) == Some(name)).then(|| read(&a))
+    })
 }
 
 #[derive(Debug)]
@@ -169,31 +178,26 @@ fn snapshot(sock: &mut Socket, name: &str) -> Result<Option<Snapshot>, NlError> 
     let Some(info) = table(sock, name)? else {
         return Ok(None);
     };
-    let chains = dump(
-        sock,
-        libc::NFT_MSG_GETCHAIN,
-        &[(NFTA_CHAIN_TABLE, name)],
-        |a| {
-            (a.str(NFTA_CHAIN_TABLE) == Some(name)).then(|| ChainInfo {
-                name: a.str(NFTA_CHAIN_NAME).unwrap_or("").to_owned(),
-                kind: a.str(NFTA_CHAIN_TYPE).map(str::to_owned),
-                hook: a.nested(NFTA_CHAIN_HOOK).and_then(|h| {
-                    Some((
-                        h.be32(NFTA_HOOK_HOOKNUM)?,
-                        h.be32(NFTA_HOOK_PRIORITY)? as i32,
-                    ))
-                }),
-                policy: a.be32(NFTA_CHAIN_POLICY),
-            })
-        },
-    )?;
-    let sets = dump(sock, libc::NFT_MSG_GETSET, &[(NFTA_SET_TABLE, name)], |a| {
-        (a.str(NFTA_SET_TABLE) == Some(name)).then(|| SetInfo {
+    let chains = dump_ours(sock, libc::NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE, name, |a| {
+        ChainInfo {
+            name: a.str(NFTA_CHAIN_NAME).unwrap_or("").to_owned(),
+            kind: a.str(NFTA_CHAIN_TYPE).map(str::to_owned),
+            hook: a.nested(NFTA_CHAIN_HOOK).and_then(|h| {
+                Some((
+                    h.be32(NFTA_HOOK_HOOKNUM)?,
+                    h.be32(NFTA_HOOK_PRIORITY)? as i32,
+                ))
+            }),
+            policy: a.be32(NFTA_CHAIN_POLICY),
+        }
+    })?;
+    let sets = dump_ours(sock, libc::NFT_MSG_GETSET, NFTA_SET_TABLE, name, |a| {
+        SetInfo {
             name: a.str(NFTA_SET_NAME).unwrap_or("").to_owned(),
             flags: a.be32(NFTA_SET_FLAGS).unwrap_or(0),
             key_len: a.be32(NFTA_SET_KEY_LEN).unwrap_or(0),
             has_data: a.get(NFTA_SET_DATA_TYPE).is_some(),
-        })
+        }
     })?;
     let mut elements = Vec::new();
     for set in SetName::ALL {
@@ -237,20 +241,15 @@ fn snapshot(sock: &mut Socket, name: &str) -> Result<Option<Snapshot>, NlError> 
         }
         elements.push((set, chunks.into_iter().flatten().collect()));
     }
-    let rules = dump(
-        sock,
-        libc::NFT_MSG_GETRULE,
-        &[(NFTA_RULE_TABLE, name)],
-        |a| {
-            (a.str(NFTA_RULE_TABLE) == Some(name)).then(|| RuleInfo {
-                chain: a.str(NFTA_RULE_CHAIN).unwrap_or("").to_owned(),
-                exprs: a
-                    .nested(NFTA_RULE_EXPRESSIONS)
-                    .map(parse_exprs)
-                    .unwrap_or_default(),
-            })
-        },
-    )?;
+    let rules = dump_ours(sock, libc::NFT_MSG_GETRULE, NFTA_RULE_TABLE, name, |a| {
+        RuleInfo {
+            chain: a.str(NFTA_RULE_CHAIN).unwrap_or("").to_owned(),
+            exprs: a
+                .nested(NFTA_RULE_EXPRESSIONS)
+                .map(parse_exprs)
+                .unwrap_or_default(),
+        }
+    })?;
     Ok(Some(Snapshot {
         info,
         chains,

@@ -295,16 +295,16 @@ impl RuleSpec {
                     let ns = secs
                         .checked_mul(1_000_000_000)
                         .with_context(|| format!("until={secs} is too far in the future"))?;
-                    rule.add_expr(&MetaTime);
+                    rule.add_expr(&META_TIME);
                     // `meta time` is host-endian and cmp compares bytes: nft turns it
                     // big-endian first so `<` orders numerically; the constant is big-endian.
-                    rule.add_expr(&Hton64);
+                    rule.add_expr(&HTON64);
                     rule.add_expr(&Cmp::new(CmpOp::Lt, ns.to_be_bytes().as_slice()));
                 }
                 Match::CtStatusDnat => ct_bit(rule, Conntrack::Status, 0x20),
                 Match::CtStateInvalid => ct_bit(rule, Conntrack::State, 0x01),
                 Match::CtReply => {
-                    rule.add_expr(&CtDirection);
+                    rule.add_expr(&CT_DIRECTION);
                     // enum ip_conntrack_dir: IP_CT_DIR_REPLY = 1, a one-byte key.
                     rule.add_expr(&Cmp::new(CmpOp::Eq, [1u8].as_slice()));
                 }
@@ -322,7 +322,7 @@ impl RuleSpec {
             Action::RejectTcpReset => rule.add_expr(&Verdict::Reject(RejectionType::TcpRst)),
             Action::Redirect(port) => {
                 rule.add_expr(&Immediate::new(port.to_be(), Register::Reg1));
-                rule.add_expr(&Redirect);
+                rule.add_expr(&REDIRECT);
             }
         }
         Ok(())
@@ -394,81 +394,69 @@ impl Expression for LookupSet {
     }
 }
 
+/// An expression that is only its name and u32 attributes, for those the nftnl crate lacks.
+struct Simple {
+    name: &'static std::ffi::CStr,
+    attrs: &'static [(u32, u32)],
+}
+
+impl Expression for Simple {
+    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
+        expr_with(self.name, self.attrs)
+    }
+}
+
 /// `meta time` (nanoseconds since the epoch) into register 1. The nftnl crate lacks the key.
-struct MetaTime;
+const META_TIME: Simple = Simple {
+    name: c"meta",
+    attrs: &[
+        (sys::NFTNL_EXPR_META_KEY, NFT_META_TIME_NS),
+        (sys::NFTNL_EXPR_META_DREG, REG_1),
+    ],
+};
 
 /// NFT_CT_DIRECTION from linux/netfilter/nf_tables.h (enum nft_ct_keys); the nftnl crate's
 /// `Conntrack` has no direction key.
 const NFT_CT_DIRECTION: u32 = 1;
 
 /// `ct direction` into register 1.
-struct CtDirection;
-
-impl Expression for CtDirection {
-    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        expr_with(
-            c"ct",
-            &[
-                (sys::NFTNL_EXPR_CT_KEY, NFT_CT_DIRECTION),
-                (sys::NFTNL_EXPR_CT_DREG, REG_1),
-            ],
-        )
-    }
-}
+const CT_DIRECTION: Simple = Simple {
+    name: c"ct",
+    attrs: &[
+        (sys::NFTNL_EXPR_CT_KEY, NFT_CT_DIRECTION),
+        (sys::NFTNL_EXPR_CT_DREG, REG_1),
+    ],
+};
 
 /// NFT_META_TIME_NS from linux/netfilter/nf_tables.h (kernel 5.4+).
 const NFT_META_TIME_NS: u32 = 30;
 
-impl Expression for MetaTime {
-    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        expr_with(
-            c"meta",
-            &[
-                (sys::NFTNL_EXPR_META_KEY, NFT_META_TIME_NS),
-                (sys::NFTNL_EXPR_META_DREG, REG_1),
-            ],
-        )
-    }
-}
-
 /// `byteorder reg 1 = hton(reg 1, 8, 8)`.
-struct Hton64;
-
-impl Expression for Hton64 {
-    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        expr_with(
-            c"byteorder",
-            &[
-                (sys::NFTNL_EXPR_BYTEORDER_SREG, REG_1),
-                (sys::NFTNL_EXPR_BYTEORDER_DREG, REG_1),
-                (
-                    sys::NFTNL_EXPR_BYTEORDER_OP,
-                    libc::NFT_BYTEORDER_HTON as u32,
-                ),
-                (sys::NFTNL_EXPR_BYTEORDER_LEN, 8),
-                (sys::NFTNL_EXPR_BYTEORDER_SIZE, 8),
-            ],
-        )
-    }
-}
+const HTON64: Simple = Simple {
+    name: c"byteorder",
+    attrs: &[
+        (sys::NFTNL_EXPR_BYTEORDER_SREG, REG_1),
+        (sys::NFTNL_EXPR_BYTEORDER_DREG, REG_1),
+        (
+            sys::NFTNL_EXPR_BYTEORDER_OP,
+            libc::NFT_BYTEORDER_HTON as u32,
+        ),
+        (sys::NFTNL_EXPR_BYTEORDER_LEN, 8),
+        (sys::NFTNL_EXPR_BYTEORDER_SIZE, 8),
+    ],
+};
 
 /// `redirect to :<port in register 1>`. The nftnl crate has dnat/snat but not redir.
-struct Redirect;
+const REDIRECT: Simple = Simple {
+    name: c"redir",
+    attrs: &[
+        (sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN, REG_1),
+        (sys::NFTNL_EXPR_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
+    ],
+};
 
 /// NF_NAT_RANGE_PROTO_SPECIFIED from linux/netfilter/nf_nat.h.
 const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
-
-impl Expression for Redirect {
-    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        expr_with(
-            c"redir",
-            &[
-                (sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN, REG_1),
-                (sys::NFTNL_EXPR_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
-            ],
-        )
-    }
-}
 
 #[cfg(test)]
 mod tests {
