@@ -21,6 +21,7 @@ mod nla;
 mod read;
 mod render;
 mod rules;
+mod snapshot;
 mod stamp;
 mod uapi;
 mod verify;
@@ -72,7 +73,11 @@ impl Nftables {
     }
 
     /// Refuses to go on when a table of our name exists that maint did not create.
-    fn check_ownership(&self, sock: &mut Socket, action: &str) -> Result<Option<read::TableInfo>> {
+    fn check_ownership(
+        &self,
+        sock: &mut Socket,
+        action: &str,
+    ) -> Result<Option<snapshot::TableInfo>> {
         let info = read::table(sock, &self.table)
             .map_err(|e| nl_error(format!("reading {}", self.location()), e))?;
         if let Some(i) = &info {

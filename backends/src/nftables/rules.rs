@@ -123,6 +123,7 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
     // prerouting: excepted sources leave first; matched sources on a public port are
     // redirected to the server port on this host (no route_localnet needed, works for IPv6).
     for ip in Ip::BOTH {
+        // ip saddr @exc4 return
         out.push(RuleSpec {
             chain: PREROUTING,
             matches: vec![Match::Saddr {
@@ -142,6 +143,7 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
                 Match::TcpDport(p.public),
             ];
             m.extend(&time);
+            // ip saddr @src4 tcp dport 80 [meta time < UNTIL] redirect to :8503
             out.push(RuleSpec {
                 chain: PREROUTING,
                 matches: m,
@@ -152,18 +154,21 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
 
     // input: the server's own ports take only redirected traffic and the host's own.
     for p in &policy.ports {
+        // tcp dport 8503 ct status dnat accept
         out.push(RuleSpec {
             chain: INPUT,
             matches: vec![Match::TcpDport(p.server), Match::CtStatusDnat],
             action: Action::Accept,
         });
     }
+    // iif "lo" accept
     out.push(RuleSpec {
         chain: INPUT,
         matches: vec![Match::IifLo],
         action: Action::Accept,
     });
     for p in &policy.ports {
+        // tcp dport 8503 drop
         out.push(RuleSpec {
             chain: INPUT,
             matches: vec![Match::TcpDport(p.server)],
@@ -195,6 +200,9 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
                     },
                 ];
                 m.extend(&time);
+                // tcp dport 80 ct state invalid ip saddr != @exc4 ip saddr @src4
+                //     [meta time < UNTIL] reject with tcp reset
+                // (and the same with `ct direction reply` for `ct state invalid`)
                 out.push(RuleSpec {
                     chain: INPUT,
                     matches: m,
