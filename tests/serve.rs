@@ -409,6 +409,10 @@ fn runs_unprivileged_after_binding_when_started_as_root() {
         return;
     }
     let s = TestServer::start("");
+    // The port accepts connections from listen(2) on, a moment before privileges are dropped.
+    wait_until(Duration::from_secs(5), "privileges dropped", || {
+        s.log().contains("dropped privileges")
+    });
     let pid = s.child.as_ref().unwrap().id();
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uids = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
