@@ -7,9 +7,22 @@
 //! path keeps none: a connection is a small hand-written future (its socket, one timer, and
 //! buffers that are empty between requests). A request is read into a per-thread buffer only
 //! once the socket is readable, parsed with `httparse` (hyper's own parser), answered from the
-//! pre-rendered page into a per-thread buffer and written at once; only a request head that
-//! arrives in pieces, or an answer the client does not take at once, is kept per connection.
-//! HTTPS (and with it HTTP/2) stays on hyper in `http`.
+//! pre-rendered page and written at once; only a request head that arrives in pieces, or
+//! answers the client does not take at once, are kept per connection.
+//!
+//! What one connection may hold is bounded whatever the client sends:
+//! - answers waiting for the client are at most [`QUEUE_CAP`] bytes plus one answer, and an
+//!   answer's body is never copied (it is the page's or the asset's own `Bytes`), so a client
+//!   that pipelines thousands of requests for a large asset and never reads holds a few
+//!   hundred bytes of headers, not megabytes: parsing stops while the queue is full and
+//!   resumes as it drains;
+//! - received bytes not yet answered are at most `max_header_bytes` plus one read, because
+//!   nothing more is read while answers wait.
+//!
+//! Time limits: a head must arrive within `header_timeout` of its first byte (each request
+//! anew); a client that takes nothing of a pending answer for `idle_timeout` is cut off, but
+//! one that reads slowly is not (every write that makes progress moves the deadline); between
+//! requests, `idle_timeout`.
 //!
 //! What the answer does not depend on is not read: request bodies are never buffered; a
 //! request that carries one gets its answer with `Connection: close`, and the connection is
@@ -17,19 +30,21 @@
 //! instead of a reset.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::Method;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use super::head::Head;
 use super::page::Answer;
 use super::shared::{ConnectionGuard, Shared};
 
@@ -40,20 +55,24 @@ const MAX_HEADERS: usize = 64;
 /// How long, and how much, a closing connection is drained so the client sees our answer.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
+/// Answers queued for one connection, in bytes, above which no further request is parsed.
+pub const QUEUE_CAP: usize = 64 * 1024;
+/// Bodies up to this size are copied next to their head (one buffer, one write); larger
+/// ones are queued as the page's or asset's own shared bytes.
+const COPY_BODY_MAX: usize = 16 * 1024;
+/// Slices handed to one vectored write.
+const WRITEV_MAX: usize = 16;
 
 thread_local! {
     /// The read buffer, shared by every connection this worker thread serves. Borrowed only
     /// within one poll, never across a suspension.
     static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
-    /// Answers are written from here straight away; only what the socket does not take at
-    /// once is copied into the connection's own buffer.
-    static WRITE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Waiting for (more of) a request.
-    Reading,
+    /// Reading and answering requests.
+    Serving,
     /// Answered with `Connection: close`: flush, shut the write side, drain briefly.
     Closing { drained: usize, shut: bool },
 }
@@ -63,15 +82,16 @@ pin_project_lite::pin_project! {
     pub struct Conn {
         stream: TcpStream,
         guard: ConnectionGuard,
-        // Bytes of a request head that arrived in pieces; unallocated between requests.
-        partial: Vec<u8>,
-        // Answer bytes the socket has not taken yet, and how many of them it has.
-        unsent: Vec<u8>,
-        sent: usize,
-        // Held while `unsent` is not empty, so a shutdown waits for this answer.
+        // Received bytes not answered yet: a head arriving in pieces, or pipelined requests
+        // held back while earlier answers drain. Unallocated between requests.
+        pending: Vec<u8>,
+        // Answers the socket has not taken yet, in order.
+        unsent: VecDeque<Bytes>,
+        // Held while `unsent` is not empty, so a shutdown waits for these answers.
         writing: Option<mpsc::Sender<()>>,
         state: State,
-        // Idle timeout between requests, header timeout within a head, linger when closing.
+        // Idle timeout between requests and while answers wait, header timeout within a
+        // head, linger when closing.
         #[pin]
         deadline: Sleep,
     }
@@ -83,11 +103,10 @@ impl Conn {
         Conn {
             stream,
             guard,
-            partial: Vec::new(),
-            unsent: Vec::new(),
-            sent: 0,
+            pending: Vec::new(),
+            unsent: VecDeque::new(),
             writing: None,
-            state: State::Reading,
+            state: State::Serving,
             deadline: tokio::time::sleep(idle),
         }
     }
@@ -99,21 +118,24 @@ impl Future for Conn {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         let shared = &this.guard.shared;
+        let limits = &shared.limits;
         loop {
-            // 1. Whatever the client has not taken yet goes first.
-            if *this.sent < this.unsent.len() {
-                match Pin::new(&mut *this.stream).poll_write(cx, &this.unsent[*this.sent..]) {
-                    Poll::Ready(Ok(n)) if n > 0 => {
-                        *this.sent += n;
-                        if *this.sent == this.unsent.len() {
+            // 1. What the client has not taken yet goes first.
+            if !this.unsent.is_empty() {
+                match write_queued(this.stream, this.unsent, cx) {
+                    Poll::Ready(Ok(())) => {
+                        // Progress: a slow reader is still a reader.
+                        this.deadline
+                            .as_mut()
+                            .reset(Instant::now() + limits.idle_timeout);
+                        if this.unsent.is_empty() {
                             *this.writing = None;
-                            *this.unsent = Vec::new();
-                            *this.sent = 0;
+                            *this.unsent = VecDeque::new();
                         }
                         continue;
                     }
-                    Poll::Ready(_) => return Poll::Ready(()),
-                    // A client that does not read its answers is cut off like an idle one.
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    // A client that takes nothing is cut off when the deadline passes.
                     Poll::Pending => return this.deadline.poll(cx),
                 }
             }
@@ -148,68 +170,61 @@ impl Future for Conn {
                 }
                 continue;
             }
-            // 3. Wait for a request; the deadline is the idle or the header timeout.
+            // 3. Requests held back while answers drained are answered before reading more.
+            if !this.pending.is_empty() {
+                let batch = answer_all(this.pending, shared, this.unsent);
+                let head_started = batch.used > 0;
+                this.pending.drain(..batch.used);
+                if after_batch(
+                    &batch,
+                    head_started,
+                    this.pending,
+                    this.state,
+                    this.deadline.as_mut(),
+                    shared,
+                ) {
+                    *this.writing = shared.writing();
+                    continue;
+                }
+            }
+            // 4. Wait for (more of) a request.
             match this.stream.poll_read_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => return this.deadline.poll(cx),
             }
-            let limits = &shared.limits;
-            let mut close = false;
-            let read = READ_BUF.with_borrow_mut(|buf| -> std::io::Result<usize> {
+            let read = READ_BUF.with_borrow_mut(|buf| -> std::io::Result<bool> {
                 let n = match this.stream.try_read(buf) {
-                    Ok(0) => return Ok(0),
+                    Ok(0) => return Ok(false),
                     Ok(n) => n,
                     Err(e) => return Err(e),
                 };
-                let was_idle = this.partial.is_empty();
-                let data: &[u8] = if was_idle {
-                    &buf[..n]
-                } else {
-                    this.partial.extend_from_slice(&buf[..n]);
-                    this.partial
-                };
-                let rest = WRITE_BUF.with_borrow_mut(|out| {
-                    let (used, next) = answer_all(data, shared, limits.max_header_bytes, out);
-                    close = next == Next::Close;
-                    let rest = data[used..].to_vec();
-                    if !out.is_empty() {
-                        let sent = this.stream.try_write(out).unwrap_or(0);
-                        if sent < out.len() {
-                            *this.writing = shared.writing();
-                            *this.unsent = out[sent..].to_vec();
-                            *this.sent = 0;
-                        }
-                        out.clear();
-                        if out.capacity() > 256 * 1024 {
-                            *out = Vec::new(); // after a burst of pipelined requests
-                        }
-                    }
-                    // The clock for an unfinished head starts at its first byte (slowloris);
-                    // between requests it is the idle timeout.
-                    if rest.is_empty() {
-                        this.deadline
-                            .as_mut()
-                            .reset(Instant::now() + limits.idle_timeout);
-                    } else if was_idle {
-                        this.deadline
-                            .as_mut()
-                            .reset(Instant::now() + limits.header_timeout);
-                    }
-                    rest
-                });
-                *this.partial = rest;
-                Ok(n)
+                let fresh = this.pending.is_empty();
+                if !fresh {
+                    this.pending.extend_from_slice(&buf[..n]);
+                }
+                let data: &[u8] = if fresh { &buf[..n] } else { this.pending };
+                let batch = answer_all(data, shared, this.unsent);
+                let rest = data[batch.used..].to_vec();
+                *this.pending = rest;
+                // The clock for a head starts at its first byte: when this read began it,
+                // or when a request before it in this read was complete.
+                let head_started = fresh || batch.used > 0;
+                if after_batch(
+                    &batch,
+                    head_started,
+                    this.pending,
+                    this.state,
+                    this.deadline.as_mut(),
+                    shared,
+                ) {
+                    *this.writing = shared.writing();
+                }
+                Ok(true)
             });
             match read {
-                Ok(0) => return Poll::Ready(()),
-                Ok(_) if close => {
-                    *this.state = State::Closing {
-                        drained: 0,
-                        shut: false,
-                    }
-                }
-                Ok(_) => {}
+                Ok(false) => return Poll::Ready(()),
+                Ok(true) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => return Poll::Ready(()),
             }
@@ -217,153 +232,184 @@ impl Future for Conn {
     }
 }
 
-/// Whether a connection may carry another request.
-#[derive(PartialEq, Eq)]
-enum Next {
-    KeepAlive,
-    Close,
+/// Settles the connection after a batch of answers: a close, the deadline for what comes
+/// next, and whether answers now wait to be written.
+fn after_batch(
+    batch: &Batch,
+    head_started: bool,
+    pending: &mut Vec<u8>,
+    state: &mut State,
+    deadline: Pin<&mut Sleep>,
+    shared: &Shared,
+) -> bool {
+    let limits = &shared.limits;
+    if batch.close {
+        *state = State::Closing {
+            drained: 0,
+            shut: false,
+        };
+        *pending = Vec::new();
+    } else if pending.is_empty() {
+        deadline.reset(Instant::now() + limits.idle_timeout);
+    } else if !batch.full && head_started {
+        deadline.reset(Instant::now() + limits.header_timeout);
+    }
+    batch.answered
 }
 
-/// Answers every complete request head in `data` (pipelining), appending the answers to
-/// `out`. Returns how many bytes were used, and whether the connection must close.
-fn answer_all(data: &[u8], shared: &Shared, max_head: usize, out: &mut Vec<u8>) -> (usize, Next) {
-    let mut used = 0;
-    while used < data.len() {
+/// Writes as much of the queue as the socket takes. `Ready(Ok)` when some was written.
+fn write_queued(
+    stream: &mut TcpStream,
+    unsent: &mut VecDeque<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    let slices: Vec<IoSlice<'_>> = unsent
+        .iter()
+        .take(WRITEV_MAX)
+        .map(|b| IoSlice::new(b))
+        .collect();
+    let mut n = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices) {
+        Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+        Poll::Ready(Ok(n)) => n,
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Pending => return Poll::Pending,
+    };
+    while n > 0 {
+        let Some(front) = unsent.front_mut() else {
+            break;
+        };
+        if n >= front.len() {
+            n -= front.len();
+            unsent.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// What answering the complete requests at the start of some received bytes did.
+struct Batch {
+    /// Bytes consumed (complete requests answered).
+    used: usize,
+    /// Answers were queued.
+    answered: bool,
+    /// The connection must close after them.
+    close: bool,
+    /// Stopped because the queue is full, not because the next head is incomplete.
+    full: bool,
+}
+
+/// Answers the complete request heads at the start of `data` (pipelining), queueing the
+/// answers, until the data ends, a head is incomplete, or the queue holds [`QUEUE_CAP`].
+fn answer_all(data: &[u8], shared: &Shared, out: &mut VecDeque<Bytes>) -> Batch {
+    let max_head = shared.limits.max_header_bytes;
+    let mut queued: usize = out.iter().map(Bytes::len).sum();
+    let mut batch = Batch {
+        used: 0,
+        answered: false,
+        close: false,
+        full: false,
+    };
+    let refuse = |batch: &mut Batch, out: &mut VecDeque<Bytes>, status| {
+        out.push_back(error(status));
+        batch.used = data.len();
+        batch.answered = true;
+        batch.close = true;
+    };
+    while batch.used < data.len() {
+        if queued >= QUEUE_CAP {
+            batch.full = true;
+            break;
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&data[used..]) {
+        match req.parse(&data[batch.used..]) {
+            // A complete head over the limit is refused like an incomplete one would be.
+            Ok(httparse::Status::Complete(len)) if len > max_head => {
+                refuse(&mut batch, out, "431 Request Header Fields Too Large");
+                break;
+            }
             Ok(httparse::Status::Complete(len)) => {
-                used += len;
-                if answer_one(&req, shared, out) == Next::Close {
-                    return (data.len(), Next::Close);
+                batch.used += len;
+                batch.answered = true;
+                let Ok(head) = Head::read(&req) else {
+                    refuse(&mut batch, out, "400 Bad Request");
+                    break;
+                };
+                let close = !head.keep_alive || head.has_body;
+                shared.count_request();
+                let method = Method::from_bytes(head.method.as_bytes()).unwrap_or(Method::GET);
+                let answer = shared.page().answer(&method, head.path, head.accept);
+                queued += queue_answer(out, &answer, close, head.http10 && !close);
+                if close {
+                    batch.used = data.len();
+                    batch.close = true;
+                    break;
                 }
             }
             Ok(httparse::Status::Partial) => {
-                if data.len() - used > max_head {
-                    error(out, "431 Request Header Fields Too Large");
-                    return (data.len(), Next::Close);
+                if data.len() - batch.used > max_head {
+                    refuse(&mut batch, out, "431 Request Header Fields Too Large");
                 }
-                return (used, Next::KeepAlive);
+                break;
             }
             Err(httparse::Error::TooManyHeaders) => {
-                error(out, "431 Request Header Fields Too Large");
-                return (data.len(), Next::Close);
+                refuse(&mut batch, out, "431 Request Header Fields Too Large");
+                break;
             }
             Err(_) => {
-                error(out, "400 Bad Request");
-                return (data.len(), Next::Close);
+                refuse(&mut batch, out, "400 Bad Request");
+                break;
             }
         }
     }
-    (used, Next::KeepAlive)
+    batch
 }
 
-fn answer_one(req: &httparse::Request<'_, '_>, shared: &Shared, out: &mut Vec<u8>) -> Next {
-    shared.count_request();
-    let method = Method::from_bytes(req.method.unwrap_or("GET").as_bytes()).unwrap_or(Method::GET);
-    let path = req.path.unwrap_or("/");
-    let path = path.split(['?', '#']).next().unwrap_or("/");
-    let mut accept = None;
-    let mut close = req.version == Some(0); // HTTP/1.0 closes unless it asks otherwise
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("accept") {
-            accept = std::str::from_utf8(h.value).ok();
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if has_token(h.value, b"close") {
-                close = true;
-            } else if has_token(h.value, b"keep-alive") {
-                close = false;
-            }
-        }
-    }
-    let has_body = match body_framing(req.headers) {
-        Ok(has_body) => has_body,
-        Err(()) => {
-            error(out, "400 Bad Request");
-            return Next::Close;
-        }
-    };
-    // The body is not read, so the connection cannot be reused after it.
-    let next = if close || has_body {
-        Next::Close
-    } else {
-        Next::KeepAlive
-    };
-    let answer = shared.page().answer(&method, path, accept);
-    write_answer(out, &answer, next == Next::Close);
-    next
-}
-
-/// Whether the request carries a body (which is never read, so the connection cannot be
-/// reused after it), or `Err` for framing that must be refused, as pingora refuses it
-/// (RFC 9112 6.3, RFC 9110 8.6): a Content-Length that is not plain digits (no sign, no
-/// spaces inside), several that disagree, or Content-Length together with Transfer-Encoding.
-fn body_framing(headers: &[httparse::Header<'_>]) -> Result<bool, ()> {
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = true;
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            let v = h.value.trim_ascii();
-            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let n: u64 = std::str::from_utf8(v)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or(())?;
-            if length.is_some_and(|l| l != n) {
-                return Err(());
-            }
-            length = Some(n);
-        }
-    }
-    match (length, chunked) {
-        (Some(_), true) => Err(()),
-        (_, true) => Ok(true),
-        (Some(n), false) => Ok(n > 0),
-        (None, false) => Ok(false),
-    }
-}
-
-/// Whether a comma-separated header value holds `token` (case-insensitive), without
-/// allocating: this runs for every request that sends `Connection`, which browsers all do.
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-fn write_answer(out: &mut Vec<u8>, a: &Answer, close: bool) {
-    out.reserve(a.body.len() + 320);
+/// Queues one answer: its head, with the body copied next to it when small, or followed by
+/// the body's own shared bytes. Returns the bytes queued.
+fn queue_answer(out: &mut VecDeque<Bytes>, a: &Answer, close: bool, keep_alive_10: bool) -> usize {
+    let copy_body = a.body.len() <= COPY_BODY_MAX;
+    let mut head = Vec::with_capacity(320 + if copy_body { a.body.len() } else { 0 });
     let _ = write!(
-        out,
+        head,
         "HTTP/1.1 {} {}\r\n",
         a.status.as_str(),
         a.status.canonical_reason().unwrap_or("")
     );
     for (name, value) in &a.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"date: ");
-    out.extend_from_slice(&date());
-    out.extend_from_slice(b"\r\n");
+    head.extend_from_slice(b"date: ");
+    head.extend_from_slice(&date());
+    head.extend_from_slice(b"\r\n");
     if close {
-        out.extend_from_slice(b"connection: close\r\n");
+        head.extend_from_slice(b"connection: close\r\n");
+    } else if keep_alive_10 {
+        // HTTP/1.0 keeps a connection only when the answer says so (RFC 9112 9.3).
+        head.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&a.body);
+    head.extend_from_slice(b"\r\n");
+    let len = head.len() + a.body.len();
+    if copy_body {
+        head.extend_from_slice(&a.body);
+        out.push_back(Bytes::from(head));
+    } else {
+        out.push_back(Bytes::from(head));
+        out.push_back(a.body.clone());
+    }
+    len
 }
 
-fn error(out: &mut Vec<u8>, status: &str) {
-    let _ = write!(
-        out,
+fn error(status: &str) -> Bytes {
+    Bytes::from(format!(
         "HTTP/1.1 {status}\r\ncontent-length: 0\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
-    );
+    ))
 }
 
 /// The Date header, formatted once per second per thread.
@@ -387,60 +433,6 @@ fn date() -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_tokens() {
-        assert!(has_token(b"Keep-Alive", b"keep-alive"));
-        assert!(has_token(b"keep-alive, Upgrade", b"keep-alive"));
-        assert!(has_token(b" close ", b"close"));
-        assert!(!has_token(b"closed", b"close"));
-    }
-
-    #[test]
-    fn content_length_is_plain_digits_and_agrees_with_itself() {
-        let h = |pairs: &[(&'static str, &'static [u8])]| -> Vec<httparse::Header<'static>> {
-            pairs
-                .iter()
-                .map(|(name, value)| httparse::Header { name, value })
-                .collect()
-        };
-        assert_eq!(body_framing(&h(&[])), Ok(false));
-        assert_eq!(body_framing(&h(&[("Content-Length", b"0")])), Ok(false));
-        assert_eq!(body_framing(&h(&[("content-length", b" 12 ")])), Ok(true));
-        assert_eq!(
-            body_framing(&h(&[("Content-Length", b"5"), ("Content-Length", b"5")])),
-            Ok(true)
-        );
-        assert_eq!(
-            body_framing(&h(&[("Transfer-Encoding", b"chunked")])),
-            Ok(true)
-        );
-        for bad in [
-            &b"+0"[..],
-            b"-5",
-            b"1 2",
-            b"0x10",
-            b"",
-            b"99999999999999999999999",
-        ] {
-            assert_eq!(
-                body_framing(&h(&[("Content-Length", bad)])),
-                Err(()),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(
-            body_framing(&h(&[("Content-Length", b"5"), ("Content-Length", b"6")])),
-            Err(())
-        );
-        assert_eq!(
-            body_framing(&h(&[
-                ("Content-Length", b"5"),
-                ("Transfer-Encoding", b"chunked")
-            ])),
-            Err(())
-        );
-    }
 
     #[test]
     fn date_is_an_http_date() {

@@ -8,6 +8,7 @@
 
 mod accept;
 mod h1;
+mod head;
 mod https;
 mod page;
 mod privsep;

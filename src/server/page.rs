@@ -262,7 +262,10 @@ impl Page {
     }
 
     fn asset(&self, method: &Method, name: &str) -> Answer {
-        match self.assets.get(name) {
+        // Asset URLs are percent-encoded (`a%20b.css` is the file `a b.css`); a name that does
+        // not decode to UTF-8 names no asset.
+        let name = percent_encoding::percent_decode_str(name).decode_utf8();
+        match name.ok().and_then(|n| self.assets.get(n.as_ref())) {
             Some(a) => finish(
                 method,
                 StatusCode::OK,
