@@ -42,6 +42,10 @@ pub struct Server {
     pub user: String,
     /// Most connections served at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Most connections one source holds at once (an IPv6 source is its /64, which one client
+    /// controls); further ones from it are closed at once, so no client can take every slot.
+    /// Above `max_connections` it changes nothing.
+    pub max_connections_per_source: usize,
     /// A client must send its request headers within this time (slowloris guard).
     #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
@@ -63,6 +67,8 @@ impl Default for Server {
             https_port: 8504,
             user: "nobody".into(),
             max_connections: 20_000,
+            // A tenth of the whole: room for a large office behind one NAT address.
+            max_connections_per_source: 2_000,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15),
             max_header_bytes: 16 * 1024,
@@ -276,6 +282,9 @@ impl Config {
         }
         if s.max_connections == 0 {
             bail!("server.max_connections must be at least 1");
+        }
+        if s.max_connections_per_source == 0 {
+            bail!("server.max_connections_per_source must be at least 1");
         }
         if !(100..=599).contains(&self.page.status) {
             bail!(

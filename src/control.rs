@@ -45,6 +45,10 @@ pub struct ServerStatus {
     /// Connections refused because they reached the server's port directly, not through the
     /// firewall's redirect.
     pub refused_direct: u64,
+    /// Connections closed at once because their source already held
+    /// `max_connections_per_source`.
+    #[serde(default)]
+    pub refused_per_source: u64,
     pub http_port: u16,
     pub https_port: Option<u16>,
     pub window: Window,

@@ -125,22 +125,31 @@ pub fn status(json: bool, r: &StatusReport) {
         println!("reason:      {reason}");
     }
     match &r.server {
-        Some(s) => println!(
-            "server:      pid {}, {}, port {}; {} served, {}",
-            s.status.pid,
-            if s.healthy {
-                "healthy"
-            } else {
-                "NOT answering HTTP"
-            },
-            s.status.http_port,
-            count(s.status.requests as usize, "request", "requests"),
-            count(
-                s.status.connections as usize,
-                "open connection",
-                "open connections"
-            )
-        ),
+        Some(s) => {
+            println!(
+                "server:      pid {}, {}, port {}; {} served, {}",
+                s.status.pid,
+                if s.healthy {
+                    "healthy"
+                } else {
+                    "NOT answering HTTP"
+                },
+                s.status.http_port,
+                count(s.status.requests as usize, "request", "requests"),
+                count(
+                    s.status.connections as usize,
+                    "open connection",
+                    "open connections"
+                )
+            );
+            let (direct, per_source) = (s.status.refused_direct, s.status.refused_per_source);
+            if direct > 0 || per_source > 0 {
+                println!(
+                    "refused:     {direct} that reached the server port directly, {per_source} \
+                     over the per-source connection limit"
+                );
+            }
+        }
         None => println!("server:      not running"),
     }
     for d in &r.drift {

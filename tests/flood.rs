@@ -272,3 +272,71 @@ fn read_answer(c: &mut TcpStream) -> String {
     c.read_exact(&mut body).unwrap();
     head
 }
+
+#[test]
+fn an_endless_control_line_is_cut_not_buffered() {
+    let s = TestServer::start("");
+    let pid = s.child.as_ref().unwrap().id();
+    let before = rss_kib(pid);
+    let mut c = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    // Up to 200 MiB without a newline; the server stops reading long before.
+    while sent < 200 << 20 {
+        match c.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let after = rss_kib(pid);
+    eprintln!("endless control line: {sent} bytes sent, server RSS {before} -> {after} KiB");
+    assert!(sent < 200 << 20, "the server kept reading");
+    assert!(after < before + 10 * 1024, "{before} -> {after} KiB");
+    // It still answers its operator.
+    let v = control(&s.socket(), r#"{"op":"status"}"#);
+    assert!(v["status"]["pid"].is_number(), "{v}");
+}
+
+#[test]
+fn one_source_cannot_hold_every_connection_slot() {
+    let s = TestServer::start(
+        "[server]\nmax_connections = 300\nmax_connections_per_source = 50\nidle_timeout = \"30s\"",
+    );
+    // One source opens 60 keep-alive connections: 50 are served, 10 are closed at once.
+    let mut hog = Vec::new();
+    let mut refused = 0;
+    for _ in 0..60 {
+        let mut c = TcpStream::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        if c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_err() {
+            refused += 1;
+            continue;
+        }
+        let mut buf = [0u8; 12];
+        match c.read_exact(&mut buf) {
+            Ok(()) if &buf == b"HTTP/1.1 503" => hog.push(c),
+            _ => refused += 1,
+        }
+    }
+    assert_eq!((hog.len(), refused), (50, 10));
+    // Another source is still served while the first one holds its 50.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    other.connect(&s.addr().into()).unwrap();
+    let mut other: TcpStream = other.into();
+    other
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = other.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // The server counts what it refused (`maint status` shows it).
+    let v = control(&s.socket(), r#"{"op":"status"}"#);
+    assert_eq!(v["status"]["refused_per_source"], 10, "{v}");
+}

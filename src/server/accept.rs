@@ -40,8 +40,11 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
             tracing::debug!(%peer, "refused a connection that reached the server port directly");
             continue;
         }
+        let Some(guard) = ConnectionGuard::new(shared.clone(), slot, peer.ip()) else {
+            tracing::debug!(%peer, "refused: its source holds max_connections_per_source");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let guard = ConnectionGuard::new(shared.clone(), slot);
         match &https {
             // Plain HTTP: the lean HTTP/1.1 path (see `h1` for why).
             None => {

@@ -21,13 +21,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
 use crate::control::{Reply, Request};
 use shared::Shared;
+
+/// Longest control request read, in bytes; real ones are under 1 KiB.
+const CONTROL_LINE_MAX: u64 = 64 * 1024;
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()> {
@@ -267,7 +270,9 @@ async fn control_loop(listener: UnixListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
+            // A request is one short JSON line; reading is capped so no local client can make
+            // the server buffer without bound (a longer "line" is cut there and refused).
+            let mut lines = BufReader::new(read.take(CONTROL_LINE_MAX)).lines();
             // One request per connection keeps the protocol trivial; bounded by a timeout so
             // a stuck client cannot hold a task forever.
             let line =

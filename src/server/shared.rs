@@ -5,6 +5,8 @@
 //! window change; the settings it was rendered from change together under one lock, so a
 //! reload and a window change cannot interleave and render a page from mismatched halves.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +28,7 @@ pub struct Stats {
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub refused_direct: AtomicU64,
+    pub refused_per_source: AtomicU64,
 }
 
 /// What the page is rendered from; replaced in parts by reloads and window changes.
@@ -52,6 +55,9 @@ pub struct Shared {
     pub limits: Limits,
     started: u64,
     slots: Arc<Semaphore>,
+    /// Open connections per source (IPv4 address, or IPv6 /64).
+    per_source: Mutex<HashMap<Source64, usize>>,
+    max_per_source: usize,
     /// hyper's connections (HTTPS) drain through this.
     pub graceful: Mutex<Option<GracefulShutdown>>,
     /// Flips to true on SIGTERM: accept loops stop.
@@ -86,6 +92,8 @@ impl Shared {
             http_port: config.server.http_port,
             https_port: tls.as_ref().map(|_| config.server.https_port),
             slots: Arc::new(Semaphore::new(config.server.max_connections)),
+            per_source: Mutex::new(HashMap::new()),
+            max_per_source: config.server.max_connections_per_source,
             source: Mutex::new(Source {
                 config: Arc::new(config),
                 content,
@@ -154,6 +162,7 @@ impl Shared {
             connections: self.stats.connections.load(Ordering::Relaxed),
             connections_total: self.stats.connections_total.load(Ordering::Relaxed),
             refused_direct: self.stats.refused_direct.load(Ordering::Relaxed),
+            refused_per_source: self.stats.refused_per_source.load(Ordering::Relaxed),
             http_port: self.http_port,
             https_port: self.https_port,
             window,
@@ -222,24 +231,57 @@ impl Shared {
     }
 }
 
-/// What a connection holds for as long as it lives: its connection slot, and its place in
-/// the open-connection count. Both the HTTP/1.1 and the HTTPS paths keep one.
+/// What one source is counted as: an IPv4 address, or the /64 of an IPv6 one (a client
+/// usually holds a whole /64 and may use any address in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Source64(u128);
+
+impl Source64 {
+    pub fn of(ip: IpAddr) -> Source64 {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Source64(u32::from(v4) as u128),
+            // The top bit marks IPv6, so no /64 collides with an IPv4 address.
+            IpAddr::V6(v6) => Source64((u128::from(v6) >> 64) | 1 << 127),
+        }
+    }
+}
+
+/// What a connection holds for as long as it lives: its connection slot, its place in its
+/// source's count, and its place in the open-connection count. Both the HTTP/1.1 and the
+/// HTTPS paths keep one.
 pub struct ConnectionGuard {
     pub shared: Arc<Shared>,
+    source: Source64,
     _slot: OwnedSemaphorePermit,
 }
 
 impl ConnectionGuard {
-    pub fn new(shared: Arc<Shared>, slot: OwnedSemaphorePermit) -> Self {
+    /// The guard for a connection from `peer`, or `None` when that source already holds
+    /// `max_connections_per_source` (counted in the stats).
+    pub fn new(shared: Arc<Shared>, slot: OwnedSemaphorePermit, peer: IpAddr) -> Option<Self> {
+        let source = Source64::of(peer);
+        {
+            let mut counts = shared.per_source.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(source).or_insert(0);
+            if *n >= shared.max_per_source {
+                shared
+                    .stats
+                    .refused_per_source
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            *n += 1;
+        }
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared
             .stats
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard {
+        Some(ConnectionGuard {
             shared,
+            source,
             _slot: slot,
-        }
+        })
     }
 }
 
@@ -249,5 +291,16 @@ impl Drop for ConnectionGuard {
             .stats
             .connections
             .fetch_sub(1, Ordering::Relaxed);
+        let mut counts = self
+            .shared
+            .per_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.source);
+            }
+        }
     }
 }
