@@ -29,13 +29,16 @@ pub fn is_reserved(name: &str) -> bool {
 
 /// Parses an address or CIDR prefix. Host bits are allowed and cleared (`192.0.2.9/24` means
 /// 192.0.2.0/24), as operators copy addresses with their interface prefix.
+///
+/// IPv4-mapped IPv6 prefixes (`::ffff:198.51.100.10`, `::ffff:198.51.100.0/120`) are the IPv4
+/// prefixes they map: IPv4 clients reach the host as IPv4, so as IPv6 they would never match.
 pub fn parse_prefix(token: &str) -> Result<IpNet, String> {
     let token = token.trim();
     if let Ok(net) = token.parse::<IpNet>() {
-        return Ok(net.trunc());
+        return Ok(unmap(net.trunc()));
     }
     if let Ok(addr) = token.parse::<IpAddr>() {
-        return Ok(IpNet::from(addr));
+        return Ok(unmap(IpNet::from(addr)));
     }
     if let Some((addr, len)) = token.split_once('/') {
         if addr.parse::<IpAddr>().is_err() {
@@ -47,6 +50,24 @@ pub fn parse_prefix(token: &str) -> Result<IpNet, String> {
     }
     Err("not an IPv4/IPv6 address or CIDR prefix".into())
 }
+
+/// An IPv4-mapped IPv6 prefix (`::ffff:0:0/96` and longer) as the IPv4 prefix it maps.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(
+                ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).expect("96..=128 minus 96 fits"),
+            ),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// The latest end a window may have, Unix seconds: 2262-04-11T23:47:16Z, the last second a
+/// signed 64-bit count of nanoseconds reaches. nftables' `meta time` (unsigned nanoseconds)
+/// and pf's tag go further; maint's record and clock arithmetic do not.
+pub const LATEST_WINDOW_END: u64 = (i64::MAX / 1_000_000_000) as u64;
 
 /// Resolved sources: the prefixes, plus what the operator should hear about them.
 #[derive(Debug, Default)]
@@ -100,6 +121,11 @@ pub fn resolve(
                     why,
                 }
             })?;
+            if matches!(net, IpNet::V4(_)) && token.contains(':') {
+                out.warnings.push(format!(
+                    "{token} is an IPv4-mapped IPv6 prefix: maint matches it as the IPv4 prefix {net}"
+                ));
+            }
             if net.prefix_len() == 0 && matches!(net, IpNet::V4(_)) {
                 out.warnings.push(
                     "0.0.0.0/0 covers IPv4 only; IPv6 clients are not redirected (use `all` for both)"
@@ -139,7 +165,9 @@ pub fn window_end(
             if d < Duration::from_secs(1) {
                 return Err(bad("a window must last at least one second".into()));
             }
-            now + d
+            now.checked_add(d)
+                .filter(|end| before_latest(*end))
+                .ok_or_else(|| bad(too_late()))?
         }
         (None, Some(text)) => {
             let bad = |why: String| InputError::Until {
@@ -154,6 +182,9 @@ pub fn window_end(
             if at <= now {
                 return Err(bad("that time is already past".into()));
             }
+            if !before_latest(at) {
+                return Err(bad(too_late()));
+            }
             at
         }
         (None, None) => return Ok(None),
@@ -163,6 +194,17 @@ pub fn window_end(
     Ok(Some(
         since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0),
     ))
+}
+
+fn before_latest(end: SystemTime) -> bool {
+    end < UNIX_EPOCH + Duration::from_secs(LATEST_WINDOW_END)
+}
+
+fn too_late() -> String {
+    format!(
+        "a window can end {} at the latest",
+        crate::time::rfc3339(LATEST_WINDOW_END)
+    )
 }
 
 /// Accepts RFC 3339 with an offset, or a civil date-time (seconds optional) in local time.
@@ -263,5 +305,36 @@ mod tests {
         );
         assert!(window_end(None, Some("1970-01-01T00:00:00Z"), now).is_err());
         assert_eq!(window_end(None, None, now).unwrap(), None);
+    }
+
+    #[test]
+    fn windows_past_what_maint_can_hold_are_bad_input_not_a_panic() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for huge in ["600y", "292271023045y", "18446744073709551615s"] {
+            let err = window_end(Some(huge), None, now).unwrap_err().to_string();
+            assert!(err.contains(huge), "{err}");
+        }
+        assert!(window_end(None, Some("2300-01-01T00:00:00Z"), now).is_err());
+        assert!(window_end(Some("200y"), None, now).unwrap().unwrap() < LATEST_WINDOW_END);
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_their_ipv4_prefixes() {
+        assert_eq!(
+            parse_prefix("::ffff:198.51.100.10").unwrap(),
+            "198.51.100.10/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_prefix("::ffff:198.51.100.0/120").unwrap(),
+            "198.51.100.0/24".parse::<IpNet>().unwrap()
+        );
+        // Shorter than /96 is not a mapped IPv4 prefix; it stays IPv6.
+        assert_eq!(
+            parse_prefix("::ffff:0:0/95").unwrap(),
+            "::fffe:0:0/95".parse::<IpNet>().unwrap()
+        );
+        let r = resolve(&toks(&["::ffff:198.51.100.10"]), &aliases()).unwrap();
+        assert_eq!(r.prefixes, ["198.51.100.10/32".parse::<IpNet>().unwrap()]);
+        assert!(r.warnings[0].contains("IPv4-mapped"), "{:?}", r.warnings);
     }
 }

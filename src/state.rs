@@ -57,6 +57,34 @@ pub fn save(path: &Path, record: &Record) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Fails, naming the file, when `save` could not write the record: checked before anything
+/// changes, so a record that cannot be written never leaves a firewall applied behind an
+/// error.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    if path.is_dir() {
+        anyhow::bail!(
+            "the state record {} is a directory; remove it (maint writes a file there)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Taken by `status` so it sees the state before or after an `on` or `off`, never half-way.
+/// `None` when there is no lock file yet (nothing ever ran) or it cannot be opened (an
+/// unprivileged reader), in which case the reader goes on without it.
+pub fn lock_shared(path: &Path) -> Option<Lock> {
+    let f = File::open(path).ok()?;
+    f.lock_shared().ok()?;
+    Some(Lock(f))
+}
+
 pub fn remove(path: &Path) -> Result<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),

@@ -301,3 +301,129 @@ fn a_policy_over_pfs_table_limit_is_refused_with_the_pf_conf_line() {
         "nothing loaded"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A failed command changes nothing; a server maint started is never orphaned.
+
+impl Pf {
+    fn server_window(&self) -> serde_json::Value {
+        support::control(
+            &self.dir.path().join("state/control.sock"),
+            r#"{"op":"status"}"#,
+        )["status"]["window"]
+            .clone()
+    }
+
+    fn server_answers(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(self.dir.path().join("state/control.sock")).is_ok()
+    }
+}
+
+#[test]
+fn a_failed_on_leaves_the_page_as_it_was() {
+    let pf = Pf::new(MAIN_RULES);
+    pf.json(&["on", "--reason", "OLD"]);
+    assert_eq!(pf.server_window()["reason"], "OLD");
+    // A window beyond what maint can hold is bad input: exit 2, and the page keeps its reason.
+    let out = pf.maint(&["on", "--for", "600y", "--reason", "NEW"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = pf.maint(&["on", "--for", "292271023045y", "--reason", "NEW"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A firewall that refuses the load: exit 1, and the page still says what is in force.
+    std::fs::write(pf.dir.path().join("fail"), "-a maint -f -").unwrap();
+    let out = pf.maint(&["on", "--for", "1h", "--reason", "NEW"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let window = pf.server_window();
+    assert_eq!(window["reason"], "OLD", "{window}");
+    assert_eq!(window["until"], serde_json::Value::Null, "{window}");
+}
+
+#[test]
+fn a_server_started_by_a_failed_on_is_stopped_again() {
+    let pf = Pf::new(MAIN_RULES);
+    std::fs::write(pf.dir.path().join("fail"), "-a maint -f -").unwrap();
+    let out = pf.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        !pf.server_answers(),
+        "the server `on` started is left running"
+    );
+    // The next `on` starts a server of its own on the same port and succeeds.
+    std::fs::remove_file(pf.dir.path().join("fail")).unwrap();
+    let on = pf.json(&["on"]);
+    assert!(on["server_started"].is_number(), "{on}");
+}
+
+#[test]
+fn off_stops_a_background_server_even_without_a_record() {
+    let pf = Pf::new(MAIN_RULES);
+    pf.json(&["on"]);
+    assert!(pf.server_answers());
+    // The record is lost (an `on` killed before writing it, or removed by hand).
+    std::fs::remove_file(pf.dir.path().join("state/state.json")).unwrap();
+    let off = pf.json(&["off"]);
+    assert!(off["server_stopped"].is_number(), "{off}");
+    assert!(!pf.server_answers());
+}
+
+#[test]
+fn an_anchor_renamed_in_the_config_is_removed_by_the_next_on() {
+    let pf = Pf::new("pass out all flags S/SA\nanchor \"maint\" all\nanchor \"site\" all\n");
+    pf.json(&["on"]);
+    assert!(!pf.anchor_rules().is_empty());
+    let config = std::fs::read_to_string(&pf.config).unwrap();
+    std::fs::write(
+        &pf.config,
+        config.replace("[firewall]\n", "[firewall]\ntable = \"site\"\n"),
+    )
+    .unwrap();
+    let on = pf.json(&["on"]);
+    assert_eq!(on["changed"], true);
+    assert_eq!(
+        pf.anchor_rules(),
+        "",
+        "the old anchor \"maint\" was emptied"
+    );
+    let site =
+        std::fs::read_to_string(pf.dir.path().join("anchors/site/rules")).unwrap_or_default();
+    assert!(site.contains("rdr-to"), "{site}");
+    pf.json(&["off"]);
+}
+
+#[test]
+fn an_unwritable_record_is_refused_before_the_firewall_changes() {
+    let pf = Pf::new(MAIN_RULES);
+    std::fs::create_dir_all(pf.dir.path().join("state/state.json")).unwrap();
+    let out = pf.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("state.json"), "{}", stderr(&out));
+    assert!(
+        !pf.calls().iter().any(|c| c.contains("-f -")),
+        "nothing loaded"
+    );
+    assert!(!pf.server_answers(), "no server left behind");
+}
+
+#[test]
+fn status_waits_for_an_on_under_way_instead_of_reporting_drift() {
+    let pf = Pf::new(MAIN_RULES);
+    // The load takes a second, as a large table does.
+    std::fs::write(pf.dir.path().join("delay"), "-a maint -f - 1").unwrap();
+    let on = std::process::Command::new(maint_bin())
+        .args(["--config", pf.config.to_str().unwrap(), "on"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until `on` is inside the load, then ask.
+    support::wait_until(std::time::Duration::from_secs(10), "on loading", || {
+        std::fs::read_to_string(pf.dir.path().join("log"))
+            .unwrap_or_default()
+            .contains("-a maint -f -")
+    });
+    let status = pf.json(&["status"]);
+    assert_eq!(status["active"], true, "{status}");
+    assert_eq!(status["drift"], serde_json::json!([]), "{status}");
+    let out = on.wait_with_output().unwrap();
+    assert!(out.status.success());
+}

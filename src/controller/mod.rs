@@ -89,7 +89,8 @@ impl Controller {
             return Ok(outcome);
         }
 
-        // 2. One maint at a time from here on.
+        // 2. One maint at a time from here on; everything that can refuse comes before the
+        // first change.
         let paths = &self.config.paths;
         let _lock = state::lock(&paths.lock_file())?;
         let previous = state::load(&paths.state_record()).unwrap_or_else(|e| {
@@ -97,14 +98,13 @@ impl Controller {
             None
         });
         outcome.warnings.extend(backend.preflight()?);
+        state::check_writable(&paths.state_record())?;
 
-        // 3. Health gate: never redirect visitors into a void.
-        let window = Window {
-            until: req.until,
-            reason: req.reason.clone(),
-        };
-        let spawned = match self.supervisor().ensure_server(&window) {
-            Ok(spawned) => spawned,
+        // 3. Health gate: never redirect visitors into a void. A server started here is
+        // stopped again if anything below fails.
+        let supervisor = self.supervisor();
+        let started = match supervisor.ensure_server() {
+            Ok(started) => started,
             Err(e) if req.force => {
                 outcome
                     .warnings
@@ -113,8 +113,6 @@ impl Controller {
             }
             Err(e) => return Err(Fail::Unhealthy(e)),
         };
-        outcome.server_started = spawned;
-        let spawned_server = spawned.or(previous.as_ref().and_then(|r| r.spawned_server));
 
         // 4. The firewall, atomically, only if it differs.
         let current = backend.current().unwrap_or_else(|e| {
@@ -137,7 +135,39 @@ impl Controller {
             }
         }
 
+        // The firewall is in place (or already was): the server it points at stays, and now
+        // the page may describe the window.
+        let spawned = started.map(|s| s.keep());
+        outcome.server_started = spawned;
+        let window = Window {
+            until: req.until,
+            reason: req.reason.clone(),
+        };
+        if let Err(e) = supervisor.set_window(&window) {
+            outcome.warnings.push(format!(
+                "maintenance is on, but the page does not show the new window: {e:#}"
+            ));
+        }
+        // A table or anchor renamed in the config since the last `on`: the old one goes.
+        if let Some(p) = previous
+            .as_ref()
+            .filter(|p| (p.backend, p.table.as_str()) != (fw.kind(), fw.name()))
+        {
+            let cleared = firewall::for_record(&self.config, Some(p))
+                .map_err(|e| format!("{:#}", e.error()))
+                .and_then(|(old, _)| old.clear().map_err(|e| e.to_string()));
+            match cleared {
+                Ok(removed) => outcome.changed |= removed,
+                Err(e) => outcome.warnings.push(format!(
+                    "could not remove maint's previous {:?} {} ({e}); `maint off` with the old \
+                     name in the config removes it",
+                    p.backend, p.table
+                )),
+            }
+        }
+
         // 6. Remember what was done.
+        let spawned_server = spawned.or(previous.as_ref().and_then(|r| r.spawned_server));
         let record = Record {
             backend: fw.kind(),
             table: fw.name().to_owned(),
@@ -225,9 +255,16 @@ impl Controller {
 
         let socket = paths.control_socket();
         let server = control::ask(&socket, &Request::SetWindow(Window::default())).ok();
-        if let (Some(pid), Some(s)) = (record.as_ref().and_then(|r| r.spawned_server), &server) {
-            // Stop only the server `on` started, and only if it is still that process.
-            if self.supervisor().stop_started_server(pid, s) {
+        if let Some(s) = &server {
+            // Stop only a server maint started in the background (the record's, or the one
+            // its pid file names if `on` never got to write a record), and only if it is
+            // still that process.
+            let supervisor = self.supervisor();
+            let pid = record
+                .as_ref()
+                .and_then(|r| r.spawned_server)
+                .or_else(|| supervisor.background_server(s));
+            if let Some(pid) = pid.filter(|pid| supervisor.stop_started_server(*pid, s)) {
                 outcome.server_stopped = Some(pid);
             }
         }
@@ -238,6 +275,8 @@ impl Controller {
 
     pub fn status(&self) -> Result<StatusReport> {
         let paths = &self.config.paths;
+        // Wait for an `on` or `off` under way, so what is read is before or after it.
+        let _lock = state::lock_shared(&paths.lock_file());
         let mut drift = Vec::new();
         let record = state::load(&paths.state_record()).unwrap_or_else(|e| {
             drift.push(format!("{e:#}"));

@@ -30,25 +30,39 @@ impl Supervisor<'_> {
         &self.config.paths
     }
 
-    /// Makes sure a healthy maintenance server runs, starting one if none does, and tells it
-    /// the window. Returns the pid of a server it started.
-    pub fn ensure_server(&self, window: &Window) -> anyhow::Result<Option<u32>> {
+    /// Makes sure a healthy maintenance server runs, starting one if none does. A server it
+    /// started comes back as a guard that stops it again unless the caller keeps it, so a
+    /// command that fails after starting one leaves no orphan holding the port.
+    pub fn ensure_server(&self) -> anyhow::Result<Option<Started<'_>>> {
         let socket = self.paths().control_socket();
-        let mut spawned = None;
+        let mut started = None;
         let status = match control::ask(&socket, &Request::Status) {
             Ok(s) => s,
             Err(ControlError::NotRunning(_)) => {
                 let pid = self.start_server()?;
-                spawned = Some(pid);
-                wait_for_server(&socket, pid, &self.paths().server_log())?
+                let guard = Started {
+                    supervisor: self,
+                    pid: Some(pid),
+                };
+                let status = wait_for_server(&socket, pid, &self.paths().server_log())?;
+                started = Some(guard);
+                status
             }
             Err(ControlError::Other(e)) => return Err(e),
         };
         probe::http(self.config, &status)?;
-        control::ask(&socket, &Request::SetWindow(window.clone()))
-            .map_err(|e| anyhow!("{e}"))
-            .context("cannot tell the maintenance server about the window")?;
-        Ok(spawned)
+        Ok(started)
+    }
+
+    /// Tells the running server what its page says about the window.
+    pub fn set_window(&self, window: &Window) -> anyhow::Result<()> {
+        control::ask(
+            &self.paths().control_socket(),
+            &Request::SetWindow(window.clone()),
+        )
+        .map_err(|e| anyhow!("{e}"))
+        .context("cannot tell the maintenance server about the window")?;
+        Ok(())
     }
 
     /// `maint serve --background` in its own session, logging to the state directory.
@@ -105,12 +119,25 @@ impl Supervisor<'_> {
         Ok(cmd.spawn()?.id())
     }
 
+    /// The pid of a server maint started in the background: its pid file, if the server
+    /// answering on the control socket is that process.
+    pub fn background_server(&self, answering: &ServerStatus) -> Option<u32> {
+        let text = std::fs::read_to_string(self.paths().pid_file()).ok()?;
+        let pid: u32 = text.trim().parse().ok()?;
+        (pid == answering.pid).then_some(pid)
+    }
+
     /// Stops the server `on` started (`pid`), if it is still the one answering, and removes
     /// the files it could not remove itself. Returns whether it stopped it.
     pub fn stop_started_server(&self, pid: u32, answering: &ServerStatus) -> bool {
         if answering.pid != pid {
             return false;
         }
+        self.stop_server(pid);
+        true
+    }
+
+    fn stop_server(&self, pid: u32) {
         stop(pid);
         let socket = self.paths().control_socket();
         // Running unprivileged, it could not remove its root-owned files itself.
@@ -118,7 +145,28 @@ impl Supervisor<'_> {
             let _ = std::fs::remove_file(&socket);
             let _ = std::fs::remove_file(self.paths().pid_file());
         }
-        true
+    }
+}
+
+/// A server this command started: stopped when dropped, unless kept.
+pub struct Started<'a> {
+    supervisor: &'a Supervisor<'a>,
+    pid: Option<u32>,
+}
+
+impl Started<'_> {
+    /// The command succeeded: the server stays, and this is its pid.
+    pub fn keep(mut self) -> u32 {
+        self.pid.take().expect("kept once")
+    }
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            tracing::info!(pid, "stopping the maintenance server this command started");
+            self.supervisor.stop_server(pid);
+        }
     }
 }
 

@@ -23,6 +23,8 @@
 //!                    `# persist` marks a table that survives without rules referencing it
 //!   states           one state per line: `LABEL<TAB>STATE` where STATE is a `pfctl -s states`
 //!                    line and LABEL the label of the rule that created it (`-` for none)
+//!   delay            `PATTERN SECONDS`: calls whose arguments contain PATTERN first sleep
+//!                    that long (a slow kernel, for tests of what runs meanwhile)
 //!   eperm            if present, every call fails as an unprivileged user's would
 //!   limits           `NAME NUMBER` lines overriding pf's default limits (`-s memory`), as
 //!                    `set limit` in pf.conf does; a load over `table-entries` fails with ENOMEM
@@ -59,6 +61,16 @@ fn main() {
     };
     log_call(&dir, args, stdin.as_deref());
 
+    if let Some((pattern, secs)) = fs::read_to_string(dir.join("delay")).ok().and_then(|d| {
+        d.trim()
+            .rsplit_once(' ')
+            .map(|(p, s)| (p.to_owned(), s.to_owned()))
+    }) {
+        if args.join(" ").contains(&pattern) {
+            let secs: f64 = secs.parse().unwrap_or(0.0);
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        }
+    }
     if dir.join("eperm").exists() {
         die(1, "pfctl: /dev/pf: Permission denied");
     }
