@@ -337,4 +337,49 @@ mod tests {
         assert_eq!(r.prefixes, ["198.51.100.10/32".parse::<IpNet>().unwrap()]);
         assert!(r.warnings[0].contains("IPv4-mapped"), "{:?}", r.warnings);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// No token panics the parser; what it accepts is a prefix with no host bits set.
+        #[test]
+        fn any_token_parses_or_is_refused(token in "\\PC{0,48}") {
+            if let Ok(net) = parse_prefix(&token) {
+                prop_assert_eq!(net, net.trunc());
+            }
+            let _ = resolve(&[token], &aliases());
+        }
+
+        /// Every address and prefix, as text, parses back to itself (IPv4-mapped ones to IPv4).
+        #[test]
+        fn prefixes_round_trip(bits in any::<u128>(), len in 0u8..=128, v4 in any::<bool>()) {
+            let net: IpNet = if v4 {
+                ipnet::Ipv4Net::new((bits as u32).into(), len % 33).unwrap().into()
+            } else {
+                ipnet::Ipv6Net::new(bits.into(), len).unwrap().into()
+            };
+            let back = parse_prefix(&net.to_string()).unwrap();
+            prop_assert_eq!(back, unmap(net.trunc()));
+        }
+
+        /// No --for or --until panics; an accepted window ends after now and before the latest
+        /// end maint can hold.
+        #[test]
+        fn any_window_is_accepted_in_range_or_refused(
+            text in "\\PC{0,24}|[0-9]{1,25}(ns|us|ms|s|m|h|d|w|y|months)",
+            until in any::<bool>(),
+        ) {
+            let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let got = if until {
+                window_end(None, Some(&text), now)
+            } else {
+                window_end(Some(&text), None, now)
+            };
+            if let Ok(Some(end)) = got {
+                prop_assert!(end > 1_800_000_000 && end <= LATEST_WINDOW_END, "{}", end);
+            }
+        }
+    }
 }

@@ -440,6 +440,117 @@ mod tests {
         assert!(d.ends_with(" GMT") && d.len() == 29, "{d}");
     }
 
+    use proptest::prelude::*;
+
+    fn shared() -> Shared {
+        let config = crate::config::Config::default();
+        let content = super::super::page::Content::load(&config.page).unwrap();
+        Shared::new(config, content, None, None).unwrap()
+    }
+
+    /// The status codes of the answers queued, in order.
+    fn statuses(out: &VecDeque<Bytes>) -> Vec<u16> {
+        out.iter()
+            .filter(|b| b.starts_with(b"HTTP/1.1 "))
+            .map(|b| std::str::from_utf8(&b[9..12]).unwrap().parse().unwrap())
+            .collect()
+    }
+
+    fn request() -> impl Strategy<Value = (String, bool)> {
+        (
+            prop::sample::select(vec!["GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE"]),
+            "/[a-zA-Z0-9._~%/-]{0,30}(\\?[a-z=&]{0,10})?",
+            prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]),
+            prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,40}"), 0..6),
+            any::<bool>(),
+        )
+            .prop_map(|(method, path, version, headers, close)| {
+                let mut r = format!("{method} {path} {version}\r\nHost: shop.example\r\n");
+                for (name, value) in headers {
+                    // Framing headers are the subject of other properties.
+                    let lower = name.to_ascii_lowercase();
+                    if ["content-length", "transfer-encoding", "connection"]
+                        .contains(&lower.as_str())
+                    {
+                        continue;
+                    }
+                    r.push_str(&format!("{name}: {}\r\n", value.trim()));
+                }
+                if close {
+                    r.push_str("Connection: close\r\n");
+                } else if version == "HTTP/1.0" {
+                    r.push_str("Connection: keep-alive\r\n");
+                }
+                r.push_str("\r\n");
+                (r, close)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever arrives, the parser neither panics nor answers anything but a status line,
+        /// and a refusal (4xx) always closes.
+        #[test]
+        fn any_bytes_get_an_answer_or_wait(data in prop::collection::vec(any::<u8>(), 0..4096)) {
+            let shared = shared();
+            let mut out = VecDeque::new();
+            let batch = answer_all(&data, &shared, &mut out);
+            prop_assert!(batch.used <= data.len());
+            for status in statuses(&out) {
+                if (400..500).contains(&status) {
+                    prop_assert!(batch.close);
+                }
+            }
+            if !batch.answered {
+                prop_assert!(out.is_empty());
+            }
+        }
+
+        /// Pipelined well-formed requests are each answered, in order, and the connection
+        /// closes only after one that asked for it.
+        #[test]
+        fn pipelined_requests_are_each_answered(reqs in prop::collection::vec(request(), 1..8)) {
+            let shared = shared();
+            let mut data = String::new();
+            let mut expected = 0;
+            let mut closes = false;
+            for (r, close) in &reqs {
+                data.push_str(r);
+                expected += 1;
+                if *close {
+                    closes = true;
+                    break;
+                }
+            }
+            let mut out = VecDeque::new();
+            let batch = answer_all(data.as_bytes(), &shared, &mut out);
+            let got = statuses(&out);
+            prop_assert_eq!(got.len(), expected, "{:?}", got);
+            prop_assert!(got.iter().all(|s| [200, 404, 503].contains(s)), "{:?}", got);
+            prop_assert_eq!(batch.used, data.len());
+            prop_assert_eq!(batch.close, closes);
+        }
+
+        /// A Content-Length that is not plain digits is refused with a 400 and a close.
+        #[test]
+        fn a_bad_content_length_is_a_400_and_a_close(
+            value in "[+-]?[0-9]{0,5}[ a-zA-Z+-]{1,3}[0-9]{0,3}|[+-][0-9]{1,5}"
+        ) {
+            let shared = shared();
+            let data = format!("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n");
+            let mut out = VecDeque::new();
+            let batch = answer_all(data.as_bytes(), &shared, &mut out);
+            // Leading or trailing spaces are optional whitespace and fine; the rest is not.
+            if value.trim().bytes().all(|b| b.is_ascii_digit()) && !value.trim().is_empty() {
+                prop_assert!(statuses(&out).iter().all(|s| *s == 503));
+            } else {
+                prop_assert_eq!(statuses(&out), vec![400]);
+                prop_assert!(batch.close);
+            }
+        }
+    }
+
     #[test]
     fn an_idle_connection_stays_small() {
         // The whole point of this module: keep this near the socket plus one timer.
