@@ -547,3 +547,79 @@ fn read_response(conn: &mut TcpStream) -> String {
         }
     }
 }
+
+/// Runs `maint serve` with this server's config and expects it to refuse to start.
+fn serve_refuses(s: &TestServer) -> String {
+    let mut child = std::process::Command::new(maint_bin())
+        .arg("--config")
+        .arg(&s.config)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("maint serve started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    stderr(&out)
+}
+
+fn assets_config(assets: &std::path::Path) -> String {
+    format!("[page]\nassets = \"{}\"\n", assets.display())
+}
+
+#[test]
+fn assets_are_regular_files_inside_their_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::write(assets.join("site.css"), "body{}").unwrap();
+    // A symlink to a file inside the directory is served as that file.
+    std::os::unix::fs::symlink(assets.join("site.css"), assets.join("alias.css")).unwrap();
+    let s = TestServer::start(&assets_config(&assets));
+    assert!(stdout(&curl(&[&s.url("/.maint/alias.css")])).contains("body{}"));
+    drop(s);
+
+    // A symlink out of it (to a secret) is refused at start, naming it.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "password=hunter2").unwrap();
+    std::os::unix::fs::symlink(&secret, assets.join("leak.txt")).unwrap();
+    let s = TestServer::configure(&assets_config(&assets));
+    let err = serve_refuses(&s);
+    assert!(
+        err.contains("leak.txt") && err.contains("inside the assets directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn assets_the_server_user_cannot_read_are_refused_when_started_as_root() {
+    if !have_root("assets_the_server_user_cannot_read_are_refused_when_started_as_root") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::write(assets.join("site.css"), "body{}").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(assets.join("root-only.key"), "secret").unwrap();
+    std::fs::set_permissions(
+        assets.join("root-only.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let s = TestServer::configure(&assets_config(&assets));
+    let err = serve_refuses(&s);
+    assert!(
+        err.contains("root-only.key") && err.contains("not readable by the server's user"),
+        "{err}"
+    );
+}

@@ -444,7 +444,9 @@ mod tests {
 
     fn shared() -> Shared {
         let config = crate::config::Config::default();
-        let content = super::super::page::Content::load(&config.page).unwrap();
+        let content =
+            super::super::page::Content::load(&config.page, super::super::page::Reader::Itself)
+                .unwrap();
         Shared::new(config, content, None, None).unwrap()
     }
 

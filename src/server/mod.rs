@@ -48,7 +48,13 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
     raise_open_file_limit(config.server.max_connections);
 
     let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
-    let content = page::Content::load(&config.page)?;
+    // Read as root, but only what the user it is about to become could read itself.
+    let server_user = server_user(&config.server.user)?;
+    let reader = match &server_user {
+        Some(u) => page::Reader::As(u),
+        None => page::Reader::Itself,
+    };
+    let content = page::Content::load(&config.page, reader)?;
     // HTTPS only with a usable certificate; otherwise `maint on` leaves 443 alone.
     let tls = match crate::certs::read_pems(&config.tls)
         .and_then(|p| tls::Tls::new(&p, config.tls.self_signed))
@@ -72,7 +78,11 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
         std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {}", paths.pid_file().display()))?;
     }
-    drop_privileges(&config.server.user)?;
+    if let Some(u) = &server_user {
+        drop_privileges(u)?;
+    } else {
+        tracing::debug!("not started as root; keeping the current user");
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -190,17 +200,24 @@ fn bind_control(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     Ok(listener)
 }
 
-fn drop_privileges(user: &str) -> Result<()> {
-    use nix::unistd::{setgid, setgroups, setuid, Uid, User};
+/// The user the server will run as: `None` when it was not started as root (it keeps the
+/// user it has).
+fn server_user(user: &str) -> Result<Option<nix::unistd::User>> {
+    use nix::unistd::{Uid, User};
     if !Uid::effective().is_root() {
-        tracing::debug!("not started as root; keeping the current user");
-        return Ok(());
+        return Ok(None);
     }
     let u = User::from_name(user)
         .with_context(|| format!("cannot look up user {user:?}"))?
         .with_context(|| {
             format!("user {user:?} (server.user) does not exist; create it or set another")
         })?;
+    Ok(Some(u))
+}
+
+fn drop_privileges(u: &nix::unistd::User) -> Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Uid};
+    let user = &u.name;
     setgroups(&[u.gid]).context("setgroups")?;
     setgid(u.gid).context("setgid")?;
     setuid(u.uid).context("setuid")?;
@@ -250,7 +267,13 @@ fn reload(shared: &Shared, config_path: &Path) {
                 "listen addresses and ports change only on restart; keeping the current ones"
             );
         }
-        let content = page::Content::load(&config.page)?;
+        // Read as root, but only what the user it is about to become could read itself.
+        let server_user = server_user(&config.server.user)?;
+        let reader = match &server_user {
+            Some(u) => page::Reader::As(u),
+            None => page::Reader::Itself,
+        };
+        let content = page::Content::load(&config.page, reader)?;
         shared.reload_tls(&config)?;
         shared.replace(config, content)
     });

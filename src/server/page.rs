@@ -41,15 +41,63 @@ struct Asset {
     content_type: HeaderValue,
 }
 
+/// Whose rights the page's files are read with. At start the server is still root, so it
+/// checks each file against the user it is about to become: what it serves must not depend
+/// on how it was started (a root-only file served after a restart, refused on reload).
+#[derive(Clone, Copy)]
+pub enum Reader<'a> {
+    /// The process's own rights (already unprivileged: the kernel decides).
+    Itself,
+    /// Root reading on behalf of this user.
+    As(&'a nix::unistd::User),
+}
+
+impl Reader<'_> {
+    /// Refuses, naming the file, what the user could not read itself.
+    fn check(&self, path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Reader::As(user) = self else {
+            return Ok(());
+        };
+        let mode = meta.mode();
+        // The server drops to the user's primary group only, so that is the group to check.
+        let readable = (meta.uid() == user.uid.as_raw() && mode & 0o400 != 0)
+            || (meta.gid() == user.gid.as_raw() && mode & 0o040 != 0)
+            || mode & 0o004 != 0;
+        if !readable {
+            bail!(
+                "{} is not readable by the server's user {:?} (mode {:o}, owner uid {}); make it \
+                 readable by that user, or remove it",
+                path.display(),
+                user.name,
+                mode & 0o777,
+                meta.uid()
+            );
+        }
+        Ok(())
+    }
+
+    fn read(&self, path: &Path) -> Result<Vec<u8>> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.check(path, &meta)?;
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
 impl Content {
-    pub fn load(settings: &config::Page) -> Result<Content> {
+    pub fn load(settings: &config::Page, reader: Reader<'_>) -> Result<Content> {
         let template = match &settings.template {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read page template {}", path.display()))?,
+            Some(path) => String::from_utf8(
+                reader
+                    .read(path)
+                    .with_context(|| format!("cannot read page template {}", path.display()))?,
+            )
+            .with_context(|| format!("page template {} is not UTF-8", path.display()))?,
             None => BUILTIN_TEMPLATE.to_string(),
         };
         let assets = match &settings.assets {
-            Some(dir) => load_assets(dir)?,
+            Some(dir) => load_assets(dir, reader)?,
             None => HashMap::new(),
         };
         let content = Content {
@@ -63,7 +111,13 @@ impl Content {
     }
 }
 
-fn load_assets(dir: &Path) -> Result<HashMap<String, Asset>> {
+/// Every regular file inside `dir`, by its URL path. A symlink is followed only to a regular
+/// file inside `dir` itself; one that leads out of it (to `/etc/shadow`, say), to a
+/// directory, or to anything but a regular file is refused, naming it.
+fn load_assets(dir: &Path, reader: Reader<'_>) -> Result<HashMap<String, Asset>> {
+    let root = dir
+        .canonicalize()
+        .with_context(|| format!("cannot read assets directory {}", dir.display()))?;
     let mut assets = HashMap::new();
     let mut total = 0u64;
     let mut stack = vec![dir.to_path_buf()];
@@ -71,12 +125,34 @@ fn load_assets(dir: &Path) -> Result<HashMap<String, Asset>> {
         let entries = std::fs::read_dir(&d)
             .with_context(|| format!("cannot read assets directory {}", d.display()))?;
         for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
                 stack.push(path);
                 continue;
             }
-            let body = std::fs::read(&path)
+            if kind.is_symlink() {
+                let target = path.canonicalize().with_context(|| {
+                    format!("asset {} is a symlink that leads nowhere", path.display())
+                })?;
+                if !target.starts_with(&root) || !target.is_file() {
+                    bail!(
+                        "asset {} is a symlink to {}: maint serves only regular files inside \
+                         the assets directory {}; copy the file in instead",
+                        path.display(),
+                        target.display(),
+                        dir.display()
+                    );
+                }
+            } else if !kind.is_file() {
+                bail!(
+                    "asset {} is not a regular file; maint serves only regular files",
+                    path.display()
+                );
+            }
+            let body = reader
+                .read(&path)
                 .with_context(|| format!("cannot read asset {}", path.display()))?;
             total += body.len() as u64;
             if total > ASSETS_MAX_BYTES {
@@ -431,7 +507,7 @@ mod tests {
             contact: "ops@example.org".into(),
             ..config::Page::default()
         };
-        let content = Content::load(&settings).unwrap();
+        let content = Content::load(&settings, Reader::Itself).unwrap();
         let window = Window {
             until: Some(1_796_090_400),
             reason: None,
@@ -445,7 +521,7 @@ mod tests {
 
     #[test]
     fn reason_is_escaped_in_html() {
-        let content = Content::load(&config::Page::default()).unwrap();
+        let content = Content::load(&config::Page::default(), Reader::Itself).unwrap();
         let page = Page::render(
             &content,
             &Window {
