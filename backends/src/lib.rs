@@ -310,9 +310,9 @@ impl Kind {
     }
 }
 
-/// One firewall and the settings only it has.
+/// Which firewall to drive, with the settings only it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Firewall {
+pub enum Settings {
     /// nftables: maint's table, in family `inet`.
     Nftables { table: String },
     /// pf: maint's anchor, and the pfctl(8) program (tests put a fake one here).
@@ -322,34 +322,34 @@ pub enum Firewall {
     },
 }
 
-impl Firewall {
+impl Settings {
     pub fn kind(&self) -> Kind {
         match self {
-            Firewall::Nftables { .. } => Kind::Nftables,
-            Firewall::Pf { .. } => Kind::Pf,
+            Settings::Nftables { .. } => Kind::Nftables,
+            Settings::Pf { .. } => Kind::Pf,
         }
     }
 
     /// The name of maint's table or anchor.
     pub fn name(&self) -> &str {
         match self {
-            Firewall::Nftables { table } => table,
-            Firewall::Pf { anchor, .. } => anchor,
+            Settings::Nftables { table } => table,
+            Settings::Pf { anchor, .. } => anchor,
         }
     }
 }
 
 /// Builds the backend for `firewall`.
-pub fn open(firewall: Firewall) -> Result<Box<dyn Backend>> {
+pub fn open(firewall: Settings) -> Result<Box<dyn Backend>> {
     match firewall {
         #[cfg(target_os = "linux")]
-        Firewall::Nftables { table } => Ok(Box::new(nftables::Nftables::new(table))),
+        Settings::Nftables { table } => Ok(Box::new(nftables::Nftables::new(table))),
         #[cfg(not(target_os = "linux"))]
-        Firewall::Nftables { .. } => Err(BackendError::NotReady {
+        Settings::Nftables { .. } => Err(BackendError::NotReady {
             problem: "the nftables backend only exists on Linux".into(),
             hint: "set `backend = \"pf\"` under [firewall] in maint.toml".into(),
         }),
-        Firewall::Pf { anchor, pfctl } => Ok(Box::new(pf::Pf::new(&anchor, pfctl))),
+        Settings::Pf { anchor, pfctl } => Ok(Box::new(pf::Pf::new(&anchor, pfctl))),
     }
 }
 

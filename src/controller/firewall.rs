@@ -3,7 +3,7 @@
 //! broke), and the port map the config asks for.
 
 use anyhow::anyhow;
-use maint_backends::{Backend, Firewall, Kind, PortMap};
+use maint_backends::{Backend, Kind, PortMap, Settings};
 
 use super::fail::{Fail, Result};
 use crate::config::{BackendChoice, Config};
@@ -23,12 +23,12 @@ pub fn configured_kind(config: &Config) -> Result<Kind> {
 }
 
 /// The firewall settings for `kind` with maint's table or anchor called `name`.
-pub fn settings(config: &Config, kind: Kind, name: &str) -> Firewall {
+pub fn settings(config: &Config, kind: Kind, name: &str) -> Settings {
     match kind {
-        Kind::Nftables => Firewall::Nftables {
+        Kind::Nftables => Settings::Nftables {
             table: name.to_owned(),
         },
-        Kind::Pf => Firewall::Pf {
+        Kind::Pf => Settings::Pf {
             anchor: name.to_owned(),
             pfctl: config.firewall.pfctl.clone(),
         },
@@ -36,7 +36,7 @@ pub fn settings(config: &Config, kind: Kind, name: &str) -> Firewall {
 }
 
 /// The backend the config asks for.
-pub fn configured(config: &Config) -> Result<(Box<dyn Backend>, Firewall)> {
+pub fn configured(config: &Config) -> Result<(Box<dyn Backend>, Settings)> {
     let firewall = settings(config, configured_kind(config)?, &config.firewall.table);
     Ok((maint_backends::open(firewall.clone())?, firewall))
 }
@@ -45,7 +45,7 @@ pub fn configured(config: &Config) -> Result<(Box<dyn Backend>, Firewall)> {
 pub fn for_record(
     config: &Config,
     record: Option<&Record>,
-) -> Result<(Box<dyn Backend>, Firewall)> {
+) -> Result<(Box<dyn Backend>, Settings)> {
     let Some(r) = record else {
         return configured(config);
     };

@@ -15,7 +15,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
     let stopped = watch_stop.stopped();
     tokio::pin!(stopped);
     let https = match (&shared.tls, https) {
-        (Some(tls), true) => Some(super::https::Server::new(&shared, tls)),
+        (Some(tls), true) => Some(super::https::Service::new(&shared, tls)),
         _ => None,
     };
     loop {

@@ -12,16 +12,16 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
 use super::shared::{ConnectionGuard, Shared};
-use super::tls::Tls;
+use super::tls::Identity;
 
 /// What every HTTPS connection of one listener is served with.
-pub struct Server {
+pub struct Service {
     builder: auto::Builder<TokioExecutor>,
     acceptor: tokio_rustls::TlsAcceptor,
 }
 
-impl Server {
-    pub fn new(shared: &Shared, tls: &Tls) -> Server {
+impl Service {
+    pub fn new(shared: &Shared, tls: &Identity) -> Service {
         let server = shared.settings().server.clone();
         let mut b = auto::Builder::new(TokioExecutor::new());
         b.http1()
@@ -35,7 +35,7 @@ impl Server {
             .max_header_list_size(server.max_header_bytes as u32)
             .keep_alive_interval(Some(server.idle_timeout))
             .keep_alive_timeout(Duration::from_secs(10));
-        Server {
+        Service {
             builder: b,
             acceptor: tokio_rustls::TlsAcceptor::from(tls.config.clone()),
         }

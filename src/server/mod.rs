@@ -57,7 +57,7 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
     let content = page::Content::load(&config.page, reader)?;
     // HTTPS only with a usable certificate; otherwise `maint on` leaves 443 alone.
     let tls = match crate::certs::read_pems(&config.tls)
-        .and_then(|p| tls::Tls::new(&p, config.tls.self_signed))
+        .and_then(|p| tls::Identity::new(&p, config.tls.self_signed))
     {
         Ok(t) => Some(t),
         Err(e) => {

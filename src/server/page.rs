@@ -106,7 +106,7 @@ impl Content {
             assets,
         };
         // Render once now so a broken template is an error at load, not a 500 per request.
-        Page::render(&content, &Window::default())?;
+        Rendered::render(&content, &Window::default())?;
         Ok(content)
     }
 }
@@ -183,7 +183,7 @@ fn load_assets(dir: &Path, reader: Reader<'_>) -> Result<HashMap<String, Asset>>
 }
 
 /// The rendered answers for one window.
-pub struct Page {
+pub struct Rendered {
     status: StatusCode,
     html: Bytes,
     text: Bytes,
@@ -220,8 +220,8 @@ pub enum Format {
     Text,
 }
 
-impl Page {
-    pub fn render(content: &Content, window: &Window) -> Result<Page> {
+impl Rendered {
+    pub fn render(content: &Content, window: &Window) -> Result<Rendered> {
         let s = &content.settings;
         let status = StatusCode::from_u16(s.status).context("page.status")?;
         let reason = window
@@ -269,7 +269,7 @@ impl Page {
             text.push_str(&format!("Contact: {}\n", s.contact));
         }
 
-        Ok(Page {
+        Ok(Rendered {
             status,
             html: Bytes::from(html),
             text: Bytes::from(text),
@@ -513,7 +513,7 @@ mod tests {
             reason: None,
         };
         let html =
-            String::from_utf8(Page::render(&content, &window).unwrap().html.to_vec()).unwrap();
+            String::from_utf8(Rendered::render(&content, &window).unwrap().html.to_vec()).unwrap();
         assert!(html.contains("href=\"/.maint/site.css\""), "{html}");
         assert!(html.contains("Back by 2026-12-01 02:00 UTC"), "{html}");
         assert!(html.contains("Questions: ops@example.org"), "{html}");
@@ -522,7 +522,7 @@ mod tests {
     #[test]
     fn reason_is_escaped_in_html() {
         let content = Content::load(&config::Page::default(), Reader::Itself).unwrap();
-        let page = Page::render(
+        let page = Rendered::render(
             &content,
             &Window {
                 until: None,

@@ -16,9 +16,9 @@ use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::page::{Content, Page};
+use super::page::{Content, Rendered};
 use super::privsep::KeyHelper;
-use super::tls::Tls;
+use super::tls::Identity;
 use crate::config::Config;
 use crate::control::{ServerStatus, Window};
 
@@ -47,7 +47,7 @@ pub struct Limits {
 
 /// State every connection reads.
 pub struct Shared {
-    page: ArcSwap<Page>,
+    page: ArcSwap<Rendered>,
     source: Mutex<Source>,
     pub stats: Stats,
     pub http_port: u16,
@@ -67,7 +67,7 @@ pub struct Shared {
     /// the last such connection has finished or gone (mini-redis's drop-guard shutdown).
     writing: Mutex<Option<mpsc::Sender<()>>>,
     all_written: tokio::sync::Mutex<mpsc::Receiver<()>>,
-    pub tls: Option<Tls>,
+    pub tls: Option<Identity>,
     key_helper: Option<KeyHelper>,
 }
 
@@ -75,11 +75,11 @@ impl Shared {
     pub fn new(
         config: Config,
         content: Content,
-        tls: Option<Tls>,
+        tls: Option<Identity>,
         key_helper: Option<KeyHelper>,
     ) -> Result<Shared> {
         let window = Window::default();
-        let page = Page::render(&content, &window)?;
+        let page = Rendered::render(&content, &window)?;
         let limits = Limits {
             idle_timeout: config.server.idle_timeout,
             header_timeout: config.server.header_timeout,
@@ -137,7 +137,7 @@ impl Shared {
     /// Installs a reloaded config and page content, keeping the current window.
     pub fn replace(&self, config: Config, content: Content) -> Result<()> {
         let mut source = self.source();
-        let page = Page::render(&content, &source.window)?;
+        let page = Rendered::render(&content, &source.window)?;
         self.page.store(Arc::new(page));
         source.config = Arc::new(config);
         source.content = content;
@@ -146,7 +146,7 @@ impl Shared {
 
     pub fn set_window(&self, window: Window) -> Result<()> {
         let mut source = self.source();
-        let page = Page::render(&source.content, &window)?;
+        let page = Rendered::render(&source.content, &window)?;
         self.page.store(Arc::new(page));
         source.window = window;
         Ok(())
@@ -169,7 +169,7 @@ impl Shared {
         }
     }
 
-    pub fn page(&self) -> arc_swap::Guard<Arc<Page>> {
+    pub fn page(&self) -> arc_swap::Guard<Arc<Rendered>> {
         self.page.load()
     }
 

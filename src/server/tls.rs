@@ -99,13 +99,13 @@ fn self_signed_cert() -> Result<Loaded> {
 }
 
 /// The TLS side of the server: a rustls config whose certificates can be swapped on reload.
-pub struct Tls {
+pub struct Identity {
     pub config: Arc<rustls::ServerConfig>,
     resolver: Arc<Resolver>,
 }
 
-impl Tls {
-    pub fn new(pairs: &[PemPair], self_signed: bool) -> Result<Tls> {
+impl Identity {
+    pub fn new(pairs: &[PemPair], self_signed: bool) -> Result<Identity> {
         let resolver = Arc::new(Resolver::new(build_certs(pairs, self_signed)?));
         let mut config =
             rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
@@ -116,7 +116,7 @@ impl Tls {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // Stateless tickets let returning clients resume without a full handshake, as nginx does.
         config.ticketer = provider::Ticketer::new().context("TLS session tickets")?;
-        Ok(Tls {
+        Ok(Identity {
             config: Arc::new(config),
             resolver,
         })
