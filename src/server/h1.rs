@@ -171,62 +171,59 @@ impl Future for Conn {
                 continue;
             }
             // 3. Requests held back while answers drained are answered before reading more.
-            if !this.pending.is_empty() {
+            let held = if this.pending.is_empty() {
+                None
+            } else {
                 let batch = answer_all(this.pending, shared, this.unsent);
-                let head_started = batch.used > 0;
                 this.pending.drain(..batch.used);
-                if after_batch(
-                    &batch,
-                    head_started,
-                    this.pending,
-                    this.state,
-                    this.deadline.as_mut(),
-                    shared,
-                ) {
-                    *this.writing = shared.writing();
-                    continue;
+                let head_started = batch.used > 0;
+                batch.answered.then_some((batch, head_started))
+            };
+            // 4. Otherwise wait for (more of) a request.
+            let (batch, head_started) = match held {
+                Some(answered) => answered,
+                None => {
+                    match this.stream.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Pending => return this.deadline.poll(cx),
+                    }
+                    let read = READ_BUF.with_borrow_mut(|buf| {
+                        let n = match this.stream.try_read(buf) {
+                            Ok(0) => return Ok(None),
+                            Ok(n) => n,
+                            Err(e) => return Err(e),
+                        };
+                        let fresh = this.pending.is_empty();
+                        if !fresh {
+                            this.pending.extend_from_slice(&buf[..n]);
+                        }
+                        let data: &[u8] = if fresh { &buf[..n] } else { this.pending };
+                        let batch = answer_all(data, shared, this.unsent);
+                        let rest = data[batch.used..].to_vec();
+                        *this.pending = rest;
+                        // The clock for a head starts at its first byte: when this read began
+                        // it, or when a request before it in this read was complete.
+                        let head_started = fresh || batch.used > 0;
+                        Ok(Some((batch, head_started)))
+                    });
+                    match read {
+                        Ok(Some(read)) => read,
+                        Ok(None) => return Poll::Ready(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return Poll::Ready(()),
+                    }
                 }
-            }
-            // 4. Wait for (more of) a request.
-            match this.stream.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Pending => return this.deadline.poll(cx),
-            }
-            let read = READ_BUF.with_borrow_mut(|buf| -> std::io::Result<bool> {
-                let n = match this.stream.try_read(buf) {
-                    Ok(0) => return Ok(false),
-                    Ok(n) => n,
-                    Err(e) => return Err(e),
-                };
-                let fresh = this.pending.is_empty();
-                if !fresh {
-                    this.pending.extend_from_slice(&buf[..n]);
-                }
-                let data: &[u8] = if fresh { &buf[..n] } else { this.pending };
-                let batch = answer_all(data, shared, this.unsent);
-                let rest = data[batch.used..].to_vec();
-                *this.pending = rest;
-                // The clock for a head starts at its first byte: when this read began it,
-                // or when a request before it in this read was complete.
-                let head_started = fresh || batch.used > 0;
-                if after_batch(
-                    &batch,
-                    head_started,
-                    this.pending,
-                    this.state,
-                    this.deadline.as_mut(),
-                    shared,
-                ) {
-                    *this.writing = shared.writing();
-                }
-                Ok(true)
-            });
-            match read {
-                Ok(false) => return Poll::Ready(()),
-                Ok(true) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(()),
+            };
+            if after_batch(
+                &batch,
+                head_started,
+                this.pending,
+                this.state,
+                this.deadline.as_mut(),
+                shared,
+            ) {
+                *this.writing = shared.writing();
             }
         }
     }
