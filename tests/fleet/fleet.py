@@ -668,7 +668,8 @@ class Fleet:
         self.report.check("the same play again: no change on any host",
                           rc == 0 and all(stats.get(h, {}).get("changed", 1) == 0
                                           and stats.get(h, {}).get("failures", 1) == 0 for h in HOSTS),
-                          "changed per host: %s" % {h: stats.get(h, {}).get("changed") for h in HOSTS})
+                          "changed per host: %s" % {h: stats.get(h, {}).get("changed") for h in HOSTS}
+                          if rc == 0 else tail(out))
         self.report.check("the same play again: the client saw only the app",
                           all(by_host[h] and all(r["kind"] == "app" for r in by_host[h]) for h in HOSTS),
                           "; ".join("%s: %s" % (h, self.describe_runs(by_host[h])) for h in HOSTS))
@@ -681,7 +682,8 @@ class Fleet:
         failed = [e for e in events if e["ev"] == "result" and e["status"] == "failed"]
         self.report.check("module behaviour (reruns, extend, check mode, bad input, info): %d of %d asserts passed"
                           % (len(passed), want), rc == 0 and len(passed) == want and not failed,
-                          "; ".join("%s: %s" % (e["task"], e["result"].get("msg")) for e in failed)[:1500])
+                          "; ".join("%s: %s" % (e["task"], e["result"].get("msg")) for e in failed)[:1500]
+                          or ("" if rc == 0 else tail(out)))
         self.kernel_and_server_idle("after the module play", before)
 
     def main(self):
@@ -722,8 +724,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--maint", required=True, help="the maint binary under test")
     parser.add_argument("--tag", default=str(os.getpid()), help="suffix of namespace names")
-    parser.add_argument("--venv", default=os.environ.get("FLEET_VENV") or "/tmp/maint-fleet-venv-ansible-core-%s" % ANSIBLE_CORE)
-    parser.add_argument("--sanity", choices=["all", "validate-modules", "none"], default=os.environ.get("FLEET_SANITY", "all"))
+    parser.add_argument("--venv", default=os.environ.get("FLEET_VENV")
+                        or "/tmp/maint-fleet-venv-ansible-core-%s" % ANSIBLE_CORE,
+                        help="the virtual environment with ansible-core (created if missing, kept between runs)")
+    parser.add_argument("--sanity", choices=["all", "validate-modules", "none"],
+                        default=os.environ.get("FLEET_SANITY", "all"), help="which ansible-test sanity tests to run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     args.maint = os.path.abspath(args.maint)
