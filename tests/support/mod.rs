@@ -97,6 +97,11 @@ impl TestServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The control socket is bound just after the ports: wait for it too.
+        let socket = self.socket();
+        wait_until(Duration::from_secs(10), "the control socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
         self
     }
 
