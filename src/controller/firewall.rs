@@ -22,9 +22,9 @@ pub fn configured_kind(config: &Config) -> Result<Kind> {
     }
 }
 
-/// The firewall settings for `kind` with maint's table or anchor called `name`.
-pub fn settings(config: &Config, kind: Kind, name: &str) -> Settings {
-    match kind {
+/// The backend for `kind` with maint's table or anchor called `name`, and its settings.
+fn open(config: &Config, kind: Kind, name: &str) -> Result<(Box<dyn Backend>, Settings)> {
+    let settings = match kind {
         Kind::Nftables => Settings::Nftables {
             table: name.to_owned(),
         },
@@ -32,13 +32,13 @@ pub fn settings(config: &Config, kind: Kind, name: &str) -> Settings {
             anchor: name.to_owned(),
             pfctl: config.firewall.pfctl.clone(),
         },
-    }
+    };
+    Ok((maint_backends::open(settings.clone())?, settings))
 }
 
 /// The backend the config asks for.
 pub fn configured(config: &Config) -> Result<(Box<dyn Backend>, Settings)> {
-    let firewall = settings(config, configured_kind(config)?, &config.firewall.table);
-    Ok((maint_backends::open(firewall.clone())?, firewall))
+    open(config, configured_kind(config)?, &config.firewall.table)
 }
 
 /// The backend maint's state is in: the record's, else the config's.
@@ -46,11 +46,10 @@ pub fn for_record(
     config: &Config,
     record: Option<&Record>,
 ) -> Result<(Box<dyn Backend>, Settings)> {
-    let Some(r) = record else {
-        return configured(config);
-    };
-    let firewall = settings(config, r.backend, &r.table);
-    Ok((maint_backends::open(firewall.clone())?, firewall))
+    match record {
+        Some(r) => open(config, r.backend, &r.table),
+        None => configured(config),
+    }
 }
 
 /// The redirects for this config. HTTPS ports are left out when the server has no usable

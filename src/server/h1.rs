@@ -302,7 +302,9 @@ struct Batch {
 /// answers, until the data ends, a head is incomplete, or the queue holds [`QUEUE_CAP`].
 fn answer_all(data: &[u8], shared: &Shared, out: &mut VecDeque<Bytes>) -> Batch {
     let max_head = shared.limits.max_header_bytes;
-    let mut queued: usize = out.iter().map(Bytes::len).sum();
+    // The caller writes what is queued before answering more, so the queue starts empty.
+    debug_assert!(out.is_empty());
+    let mut queued = 0;
     let mut batch = Batch {
         used: 0,
         answered: false,

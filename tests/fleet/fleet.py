@@ -381,8 +381,10 @@ class Fleet:
                 "Subsystem sftp internal-sftp",
                 "LogLevel ERROR",
                 ""]))
-            for f in ("app.py", "appctl"):
-                shutil.copy(os.path.join(HERE, f), os.path.join(d, "app", f))
+            # The same app as the end-to-end tests', told its version by a file.
+            shutil.copy(os.path.join(HERE, "..", "support", "app.py"),
+                        os.path.join(d, "app", "app.py"))
+            shutil.copy(os.path.join(HERE, "appctl"), os.path.join(d, "app", "appctl"))
             write(os.path.join(d, "app", "VERSION"), "1\n")
             inventory["web"]["hosts"][name] = {
                 "ansible_host": h["ctl_addr"],

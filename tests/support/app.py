@@ -1,22 +1,34 @@
 #!/usr/bin/env python3
-"""The "app" in end-to-end tests: a real HTTP/1.1 server with keep-alive on port 80 (IPv4
-and IPv6), answering every GET with 200 and a body that names it, so a test can tell the
-app's answer from the maintenance page."""
+"""The "app" in end-to-end and fleet tests: a real HTTP/1.1 server with keep-alive on a port
+(80 by default; IPv4 and IPv6), answering every GET and HEAD with 200 and a body that names
+it, so a test can tell the app's answer from the maintenance page.
+
+    app.py [PORT [VERSION_FILE]]
+
+With VERSION_FILE the body is "APP OK v<version>" (read at start), so a fleet test can tell
+the app before and after an upgrade; without it, "APP OK"."""
 import http.server
 import socket
 import sys
+
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 80
+if len(sys.argv) > 2:
+    with open(sys.argv[2]) as f:
+        BODY = ("APP OK v%s\n" % f.read().strip()).encode()
+else:
+    BODY = b"APP OK\n"
 
 
 class App(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like a real app server
 
     def do_GET(self):
-        body = b"APP OK\n"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(BODY)
 
     do_HEAD = do_GET
 
@@ -33,5 +45,4 @@ class DualStack(http.server.ThreadingHTTPServer):
         super().server_bind()
 
 
-port = int(sys.argv[1]) if len(sys.argv) > 1 else 80
 DualStack(("::", port), App).serve_forever()
