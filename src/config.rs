@@ -14,6 +14,65 @@ use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_PATH: &str = "/etc/maint/maint.toml";
 
+/// The user the server runs as unless `server.user` says otherwise. OpenBSD's base daemons
+/// run as `_name`; Linux packages create a plain system user.
+pub const DEDICATED_USER: &str = if cfg!(target_os = "openbsd") {
+    "_maint"
+} else {
+    "maint"
+};
+
+/// Who the server runs as when maint's own user does not exist.
+const FALLBACK_USER: &str = "nobody";
+
+/// The user the server will run as, looked up.
+pub struct ServerUser {
+    pub user: nix::unistd::User,
+    /// Why this is not the user the config asked for (the dedicated user is missing).
+    pub fallback: Option<String>,
+}
+
+impl Server {
+    /// Looks up the user the server runs as. A configured user must exist; without one,
+    /// maint's own user is used, or `nobody` with a warning in `fallback`.
+    pub fn run_as(&self) -> Result<ServerUser> {
+        let lookup = |name: &str| {
+            nix::unistd::User::from_name(name)
+                .with_context(|| format!("cannot look up user {name:?}"))
+        };
+        if let Some(name) = &self.user {
+            let user = lookup(name)?.with_context(|| {
+                format!("user {name:?} (server.user) does not exist; create it or set another")
+            })?;
+            return Ok(ServerUser {
+                user,
+                fallback: None,
+            });
+        }
+        if let Some(user) = lookup(DEDICATED_USER)? {
+            return Ok(ServerUser {
+                user,
+                fallback: None,
+            });
+        }
+        let user = lookup(FALLBACK_USER)?.with_context(|| {
+            format!(
+                "neither {DEDICATED_USER:?} nor {FALLBACK_USER:?} exists to run the server as; \
+                 create {DEDICATED_USER:?} (see conf/maint.sysusers) or set server.user"
+            )
+        })?;
+        Ok(ServerUser {
+            user,
+            fallback: Some(format!(
+                "the maintenance server runs as {FALLBACK_USER:?}, which other processes share \
+                 and which can therefore signal it: create the user {DEDICATED_USER:?} (install \
+                 conf/maint.sysusers and run systemd-sysusers; on OpenBSD: useradd -L daemon -d \
+                 /var/empty -s /sbin/nologin {DEDICATED_USER}) or set server.user"
+            )),
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -34,12 +93,16 @@ pub struct Server {
     /// addresses and refuses connections that were not redirected; on OpenBSD pf's `rdr-to`
     /// targets loopback, so the server listens there only.
     pub listen: Vec<IpAddr>,
-    /// Port for redirected plain HTTP. Chosen to rarely collide with an app's own ports.
+    /// Port for redirected plain HTTP. Below 1024, so that only root can bind it: whoever
+    /// holds it receives redirected visitors' requests (`maint on` refuses an unprivileged
+    /// one). 503 rarely collides with anything else.
     pub http_port: u16,
-    /// Port for redirected HTTPS.
+    /// Port for redirected HTTPS; privileged too.
     pub https_port: u16,
-    /// Unprivileged user to run as after binding, when started as root.
-    pub user: String,
+    /// Unprivileged user to run as after binding, when started as root. Unset: maint's own
+    /// user ([`DEDICATED_USER`], which the install step creates), or `nobody` with a warning
+    /// where it does not exist. A user shared with other daemons can signal the server.
+    pub user: Option<String>,
     /// Most connections served at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
     /// Most connections one source holds at once (an IPv6 source is its /64, which one client
@@ -63,9 +126,9 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             listen: default_listen(),
-            http_port: 8503,
-            https_port: 8504,
-            user: "nobody".into(),
+            http_port: 503,
+            https_port: 504,
+            user: None,
             max_connections: 20_000,
             // A tenth of the whole: room for a large office behind one NAT address.
             max_connections_per_source: 2_000,
@@ -347,7 +410,7 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("").unwrap();
-        assert_eq!(c.server.http_port, 8503);
+        assert_eq!(c.server.http_port, 503);
         assert_eq!(c.page.status, 503);
         assert_eq!(c.firewall.http_ports, [80]);
     }
@@ -388,7 +451,7 @@ mod tests {
 
     #[test]
     fn redirect_loop_is_refused() {
-        let err = Config::parse("[firewall]\nhttp_ports = [8503]\n").unwrap_err();
-        assert!(format!("{err:#}").contains("8503"));
+        let err = Config::parse("[firewall]\nhttp_ports = [503]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("503"));
     }
 }

@@ -1,24 +1,36 @@
 //! The real `maint` controller driving the pf backend against the fake pfctl
 //! (tests/fake-pfctl), checking the exact pfctl command sequences an OpenBSD host would see.
-//! No root needed: the fake keeps pf's state in a directory, and the maintenance server that
-//! `on` starts listens on loopback ports picked for the test.
+//! The fake keeps pf's state in a directory; each test runs maint in a network namespace of
+//! its own (root needed), where the maintenance server `on` starts listens on loopback on the
+//! privileged ports maint insists on.
 
 mod support;
 
 use std::path::PathBuf;
 use std::process::Output;
 
-use support::{free_port, maint_bin, stderr, stdout};
+use maint_testkit::netns::Netns;
+use maint_testkit::root::have_root;
+use support::{stderr, stdout};
 
 const MAIN_RULES: &str = "pass out all flags S/SA\nanchor \"maint\" all\npass in proto tcp from any to any port = 80 flags S/SA\n";
 
 struct Pf {
     dir: tempfile::TempDir,
     config: PathBuf,
+    ns: Netns,
 }
 
 impl Pf {
-    fn new(main_rules: &str) -> Pf {
+    /// A pf host for this test, or `None` (the test is skipped) without root outside CI.
+    fn new(main_rules: &str) -> Option<Pf> {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("controller_pf")
+            .to_owned();
+        if !have_root(&test) {
+            return None;
+        }
         let dir = tempfile::tempdir().unwrap();
         // The fake keeps its state next to the path it was started by.
         std::os::unix::fs::symlink(maint_testkit::bins::fake_pfctl(), dir.path().join("pfctl"))
@@ -28,24 +40,25 @@ impl Pf {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = [\"127.0.0.1\"]\nhttp_port = {}\nhttps_port = {}\n\n[firewall]\nbackend = \"pf\"\npfctl = \"{}\"\n\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{}\"\n",
-                free_port(),
-                free_port(),
+                "[server]\nlisten = [\"127.0.0.1\"]\n\n[firewall]\nbackend = \"pf\"\npfctl = \"{}\"\n\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{}\"\n",
                 dir.path().join("pfctl").display(),
                 dir.path().join("state").display()
             ),
         )
         .unwrap();
-        Pf { dir, config }
+        let ns = Netns::new("pf");
+        Some(Pf { dir, config, ns })
+    }
+
+    /// `maint --config CONFIG ARGS...` inside the test's namespace.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.ns.command(&[support::maint_bin(), "--config"]);
+        cmd.arg(&self.config).args(args);
+        cmd
     }
 
     fn maint(&self, args: &[&str]) -> Output {
-        std::process::Command::new(maint_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap()
+        self.command(args).output().unwrap()
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -81,7 +94,9 @@ impl Drop for Pf {
 
 #[test]
 fn on_again_and_off_issue_the_expected_pfctl_sequence() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     let on = pf.json(&["on", "--except", "office"]);
     assert_eq!(on["changed"], true);
     assert_eq!(on["backend"], "pf");
@@ -128,7 +143,9 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
 
 #[test]
 fn on_kills_only_matched_app_states_and_off_kills_redirected_ones() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     // One matched client on the app, one excepted (office) client, one SSH session.
     std::fs::write(
         pf.dir.path().join("states"),
@@ -155,9 +172,11 @@ fn on_kills_only_matched_app_states_and_off_kills_redirected_ones() {
 
 #[test]
 fn missing_anchor_line_is_refused_with_the_line_to_add() {
-    let pf = Pf::new(
+    let Some(pf) = Pf::new(
         "pass out all flags S/SA\npass in proto tcp from any to any port = 80 flags S/SA\n",
-    );
+    ) else {
+        return;
+    };
     let out = pf.maint(&["on"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
@@ -181,7 +200,9 @@ fn missing_anchor_line_is_refused_with_the_line_to_add() {
 
 #[test]
 fn disabled_pf_is_a_clear_error() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     std::fs::write(pf.dir.path().join("enabled"), "0").unwrap();
     let out = pf.maint(&["on"]);
     assert_eq!(out.status.code(), Some(2));
@@ -190,7 +211,9 @@ fn disabled_pf_is_a_clear_error() {
 
 #[test]
 fn pfctl_failure_half_way_leaves_the_previous_state() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     pf.json(&["on", "198.51.100.0/24"]);
     let before = pf.anchor_rules();
     let table_before =
@@ -219,7 +242,9 @@ fn pfctl_failure_half_way_leaves_the_previous_state() {
 
 #[test]
 fn windows_on_pf_are_closed_by_a_scheduled_off() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     let on = pf.json(&["on", "--for", "2s"]);
     assert!(on["until"].is_string());
     assert!(!pf.anchor_rules().trim().is_empty());
@@ -238,7 +263,9 @@ fn windows_on_pf_are_closed_by_a_scheduled_off() {
 
 #[test]
 fn dry_run_prints_the_anchor_and_runs_no_pfctl_write() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     let out = pf.maint(&["on", "--except", "office", "--dry-run"]);
     assert!(out.status.success());
     let text = stdout(&out);
@@ -254,7 +281,9 @@ fn dry_run_prints_the_anchor_and_runs_no_pfctl_write() {
 
 #[test]
 fn the_shipped_pf_conf_and_the_issues_dry_run_are_accepted_by_openbsd() {
-    let pf = Pf::new("");
+    let Some(pf) = Pf::new("") else {
+        return;
+    };
     // The main ruleset is conf/pf.conf, loaded as `pfctl -f /etc/pf.conf` loads it: through
     // OpenBSD's own parser, kept as OpenBSD prints it back.
     let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/pf.conf");
@@ -287,7 +316,9 @@ fn the_shipped_pf_conf_and_the_issues_dry_run_are_accepted_by_openbsd() {
 
 #[test]
 fn a_policy_over_pfs_table_limit_is_refused_with_the_pf_conf_line() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     std::fs::write(pf.dir.path().join("limits"), "table-entries 1\n").unwrap();
     let out = pf.maint(&["on", "198.51.100.0/24", "203.0.113.0/24"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -321,7 +352,9 @@ impl Pf {
 
 #[test]
 fn a_failed_on_leaves_the_page_as_it_was() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     pf.json(&["on", "--reason", "OLD"]);
     assert_eq!(pf.server_window()["reason"], "OLD");
     // A window beyond what maint can hold is bad input: exit 2, and the page keeps its reason.
@@ -340,7 +373,9 @@ fn a_failed_on_leaves_the_page_as_it_was() {
 
 #[test]
 fn a_server_started_by_a_failed_on_is_stopped_again() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     std::fs::write(pf.dir.path().join("fail"), "-a maint -f -").unwrap();
     let out = pf.maint(&["on"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -356,7 +391,9 @@ fn a_server_started_by_a_failed_on_is_stopped_again() {
 
 #[test]
 fn off_stops_a_background_server_even_without_a_record() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     pf.json(&["on"]);
     assert!(pf.server_answers());
     // The record is lost (an `on` killed before writing it, or removed by hand).
@@ -368,7 +405,10 @@ fn off_stops_a_background_server_even_without_a_record() {
 
 #[test]
 fn an_anchor_renamed_in_the_config_is_removed_by_the_next_on() {
-    let pf = Pf::new("pass out all flags S/SA\nanchor \"maint\" all\nanchor \"site\" all\n");
+    let Some(pf) = Pf::new("pass out all flags S/SA\nanchor \"maint\" all\nanchor \"site\" all\n")
+    else {
+        return;
+    };
     pf.json(&["on"]);
     assert!(!pf.anchor_rules().is_empty());
     let config = std::fs::read_to_string(&pf.config).unwrap();
@@ -392,7 +432,9 @@ fn an_anchor_renamed_in_the_config_is_removed_by_the_next_on() {
 
 #[test]
 fn an_unwritable_record_is_refused_before_the_firewall_changes() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     std::fs::create_dir_all(pf.dir.path().join("state/state.json")).unwrap();
     let out = pf.maint(&["on"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -406,11 +448,13 @@ fn an_unwritable_record_is_refused_before_the_firewall_changes() {
 
 #[test]
 fn status_waits_for_an_on_under_way_instead_of_reporting_drift() {
-    let pf = Pf::new(MAIN_RULES);
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
     // The load takes a second, as a large table does.
     std::fs::write(pf.dir.path().join("delay"), "-a maint -f - 1").unwrap();
-    let on = std::process::Command::new(maint_bin())
-        .args(["--config", pf.config.to_str().unwrap(), "on"])
+    let on = pf
+        .command(&["on"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -207,7 +207,7 @@ fn without_a_certificate_443_is_left_alone() {
     let on: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(
         on["ports"],
-        serde_json::json!([{ "public": 80, "server": 8503 }]),
+        serde_json::json!([{ "public": 80, "server": 503 }]),
         "{on}"
     );
     assert!(

@@ -122,9 +122,9 @@ fn server_port_is_not_reachable_directly() {
     let site = Site::new();
     site.maint_ok(&["on", "--except", "office"]);
     for (ns, url) in [
-        (&site.lab.public.ns, "http://198.51.100.1:8503/"),
-        (&site.lab.office.ns, "http://203.0.113.1:8503/"),
-        (&site.lab.office.ns, "http://[2001:db8:113::1]:8503/"),
+        (&site.lab.public.ns, "http://198.51.100.1:503/"),
+        (&site.lab.office.ns, "http://203.0.113.1:503/"),
+        (&site.lab.office.ns, "http://[2001:db8:113::1]:503/"),
     ] {
         let (code, _) = site.get(ns, url, &["--max-time", "2"]);
         assert_eq!(code, 0, "{url} answered from {ns}");
@@ -152,7 +152,7 @@ fn server_port_is_not_reachable_directly() {
     // Its port stays closed to the network with maintenance off, too.
     let (code, _) = site.get(
         &site.lab.office.ns,
-        "http://203.0.113.1:8503/",
+        "http://203.0.113.1:503/",
         &["--max-time", "2"],
     );
     assert_eq!(
@@ -551,7 +551,7 @@ fn dry_run_prints_nft_syntax_and_changes_nothing() {
     let out = site.maint_ok(&["on", "--except", "office", "--dry-run"]);
     let text = stdout(&out);
     assert!(
-        text.contains("table inet maint") && text.contains("redirect to :8503"),
+        text.contains("table inet maint") && text.contains("redirect to :503"),
         "{text}"
     );
     assert!(text.contains("203.0.113.0/24"), "{text}");
@@ -579,28 +579,114 @@ fn unhealthy_server_blocks_on_unless_forced() {
         return;
     }
     // Something else holds the server's port, so no maintenance server can start.
-    let site = Site::with_config("[server]\nhttp_port = 8600\n");
+    let site = Site::with_config("[server]\nhttp_port = 600\n");
     site.lab.spawn(
         &site.lab.server.ns,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8600",
-            "--bind",
-            "127.0.0.1",
-        ],
+        &["python3", "-m", "http.server", "600", "--bind", "127.0.0.1"],
     );
     std::thread::sleep(Duration::from_millis(500));
     let out = site.maint(&["on"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("8600"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("600"), "{}", stderr(&out));
     assert!(!site.lab.ruleset().contains("maint"), "nothing applied");
     assert!(is_app(&site.get_public(&site.pub4())));
     let forced = site.maint(&["on", "--force"]);
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(site.lab.ruleset().contains("table inet maint"));
     site.maint_ok(&["off"]);
+}
+
+#[test]
+fn the_redirect_target_is_a_port_only_root_can_bind() {
+    if !have_root("the_redirect_target_is_a_port_only_root_can_bind") {
+        return;
+    }
+    // An unprivileged port: any local user could bind it once the server stopped.
+    let site = Site::with_config("[server]\nhttp_port = 8503\n");
+    let out = site.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("8503") && stderr(&out).contains("any local user"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!site.lab.ruleset().contains("maint"), "nothing applied");
+    let dry = site.maint(&["on", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(2), "a dry run says so too");
+
+    // The default port is privileged: a user (nobody) cannot bind it, even with the server
+    // gone, so redirected visitors cannot be captured.
+    let site = Site::new();
+    site.maint_ok(&["on"]);
+    site.maint_ok(&["off"]);
+    let bind = site.lab.run(
+        &site.lab.server.ns,
+        &[
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            "import socket; s = socket.socket(); s.bind(('0.0.0.0', 503))",
+        ],
+    );
+    assert!(
+        stderr(&bind).contains("PermissionError"),
+        "nobody bound port 503: {}",
+        stderr(&bind)
+    );
+
+    // A namespace where every port is unprivileged: `on` says which sysctl to fix.
+    site.lab.exec(
+        &site.lab.server.ns,
+        &["sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0"],
+    );
+    let out = site.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ip_unprivileged_port_start is 0"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn on_refuses_a_target_port_shared_with_another_listener() {
+    if !have_root("on_refuses_a_target_port_shared_with_another_listener") {
+        return;
+    }
+    // maint's server listens on IPv4 only; another process holds the same port on IPv6 (a
+    // separate socket the kernel allows), so redirected IPv6 visitors would reach it.
+    let site = Site::with_config("[server]\nlisten = [\"0.0.0.0\"]\n");
+    let squatter = site.lab.spawn(
+        &site.lab.server.ns,
+        &[
+            "python3",
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET6)\n\
+             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n\
+             s.bind(('::', 503)); s.listen(); time.sleep(600)",
+        ],
+    );
+    site.wait_until(|s| {
+        !s.lab
+            .run(&s.lab.server.ns, &["ss", "-Hltn", "sport = :503"])
+            .stdout
+            .is_empty()
+    });
+    let out = site.maint(&["on"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("port 503 is held by process")
+            && stderr(&out).contains("not by maint's maintenance server"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!site.lab.ruleset().contains("maint"), "nothing applied");
+    assert!(is_app(&site.get_public(&site.pub6())));
+    let _ = squatter;
 }
 
 #[test]

@@ -403,33 +403,88 @@ fn connection_limit_holds_extra_clients_back() {
     assert!(read_response(&mut c).starts_with("HTTP/1.1 503"));
 }
 
+/// The real, effective, saved and filesystem uids of process `pid`.
+fn uids(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace()
+        .skip(1)
+        .map(|u| u.parse().unwrap())
+        .collect()
+}
+
+fn uid_of(name: &str) -> u32 {
+    nix::unistd::User::from_name(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {name}"))
+        .uid
+        .as_raw()
+}
+
 #[test]
 fn runs_unprivileged_after_binding_when_started_as_root() {
     if !have_root("runs_unprivileged_after_binding_when_started_as_root") {
         return;
     }
-    let s = TestServer::start("");
+    // A user of its own (tests may not create users in /etc/passwd, so `daemon`, which no
+    // test process runs as, stands in for `maint`).
+    let s = TestServer::start("[server]\nuser = \"daemon\"\n");
     // The port accepts connections from listen(2) on, a moment before privileges are dropped.
     wait_until(Duration::from_secs(5), "privileges dropped", || {
         s.log().contains("dropped privileges")
     });
     let pid = s.child.as_ref().unwrap().id();
-    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let uids = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .unwrap()
-        .uid
-        .as_raw();
-    assert!(
-        uids.split_whitespace()
-            .skip(1)
-            .all(|u| u == nobody.to_string()),
-        "real, effective, saved and fs uid must all be nobody: {uids}"
-    );
-    assert!(s.log().contains("dropped privileges"), "{}", s.log());
+    assert_eq!(uids(pid), vec![uid_of("daemon"); 4], "all four uids");
     // And it still serves.
     assert!(stdout(&curl(&["-i", &s.url("/")])).starts_with("HTTP/1.1 503"));
+    // Processes of other users, `nobody` included, cannot signal it.
+    let kill = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .args(["kill", "-HUP", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(!kill.status.success(), "nobody signalled the server");
+    assert!(
+        stderr(&kill).contains("Operation not permitted"),
+        "{}",
+        stderr(&kill)
+    );
+    assert!(!s.log().contains("SIGHUP"), "{}", s.log());
+}
+
+#[test]
+fn without_its_own_user_the_server_shares_nobody_and_says_so() {
+    if !have_root("without_its_own_user_the_server_shares_nobody_and_says_so") {
+        return;
+    }
+    if nix::unistd::User::from_name("maint").unwrap().is_some() {
+        eprintln!("SKIPPED: this machine has a user `maint`, so there is no fallback to see");
+        return;
+    }
+    let s = TestServer::start("");
+    wait_until(Duration::from_secs(5), "privileges dropped", || {
+        s.log().contains("dropped privileges")
+    });
+    let pid = s.child.as_ref().unwrap().id();
+    assert_eq!(uids(pid), vec![uid_of("nobody"); 4], "all four uids");
+    assert!(
+        s.log()
+            .contains("runs as \"nobody\", which other processes share"),
+        "{}",
+        s.log()
+    );
+    // A configured user that does not exist is an error, not a fallback.
+    let bad = TestServer::configure("[server]\nuser = \"no-such-user-maint\"\n");
+    let out = std::process::Command::new(maint_bin())
+        .args(["--config", bad.config.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("\"no-such-user-maint\" (server.user) does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -7,13 +7,15 @@
 //!
 //! Its helpers each do one job: [`firewall`] picks the backend and the port map,
 //! [`supervisor`] starts and stops the background server, [`probe`] asks it over HTTP,
-//! [`report`] holds what the commands report, [`fail`] how they fail.
+//! [`target`] keeps the redirect target out of other users' reach, [`report`] holds what the
+//! commands report, [`fail`] how they fail.
 
 mod fail;
 mod firewall;
 mod probe;
 mod report;
 mod supervisor;
+mod target;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -56,6 +58,7 @@ impl Controller {
         // 1. Input was checked when the request was built; the policy follows from it.
         let mut warnings = req.warnings.clone();
         let ports = firewall::ports(&self.config, &mut warnings);
+        target::check_privileged(&ports)?;
         let policy = Policy::new(
             req.sources.iter().copied(),
             req.exceptions.iter().copied(),
@@ -103,7 +106,9 @@ impl Controller {
         // 3. Health gate: never redirect visitors into a void. A server started here is
         // stopped again if anything below fails.
         let supervisor = self.supervisor();
-        let started = match supervisor.ensure_server() {
+        let mut targets: Vec<u16> = policy.ports.iter().map(|p| p.server).collect();
+        targets.dedup();
+        let started = match supervisor.ensure_server(&targets) {
             Ok(started) => started,
             Err(e) if req.force => {
                 outcome
@@ -113,6 +118,15 @@ impl Controller {
             }
             Err(e) => return Err(Fail::Unhealthy(e)),
         };
+        if started.is_some() && nix::unistd::Uid::effective().is_root() {
+            if let Ok(crate::config::ServerUser {
+                fallback: Some(why),
+                ..
+            }) = self.config.server.run_as()
+            {
+                outcome.warnings.push(why);
+            }
+        }
 
         // 4. The firewall, atomically, only if it differs.
         let current = backend.current().unwrap_or_else(|e| {
@@ -362,9 +376,23 @@ impl Controller {
         let ports = firewall::ports(&self.config, &mut warnings);
         out.push(Finding::ok(format!("redirects: {}", PortMap::list(&ports))));
         out.extend(warnings.into_iter().map(Finding::warn));
+        out.push(match target::check_privileged(&ports) {
+            Ok(()) => Finding::ok("the server's ports can be bound by root only".into()),
+            Err(e) => Finding::fail(format!("{:#}", e.error())),
+        });
+        out.push(match self.config.server.run_as() {
+            Ok(u) => match u.fallback {
+                None => Finding::ok(format!("the server runs as {:?}", u.user.name)),
+                Some(why) => Finding::warn(why),
+            },
+            Err(e) => Finding::fail(format!("{e:#}")),
+        });
         out.extend(crate::certs::check(&self.config.tls));
         match control::ask(&self.config.paths.control_socket(), &Request::Status) {
-            Ok(s) => match probe::http(&self.config, &s) {
+            Ok(s) => match probe::http(&self.config, &s).and_then(|()| {
+                let servers: Vec<u16> = ports.iter().map(|p| p.server).collect();
+                target::check_owner(&servers, s.pid)
+            }) {
                 Ok(()) => out.push(Finding::ok(format!(
                     "maintenance server (pid {}) answers on port {}",
                     s.pid, s.http_port

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 
-use super::probe;
+use super::{probe, target};
 use crate::config::{Config, Paths};
 use crate::control::{self, ControlError, Request, ServerStatus, Window};
 
@@ -30,10 +30,11 @@ impl Supervisor<'_> {
         &self.config.paths
     }
 
-    /// Makes sure a healthy maintenance server runs, starting one if none does. A server it
-    /// started comes back as a guard that stops it again unless the caller keeps it, so a
-    /// command that fails after starting one leaves no orphan holding the port.
-    pub fn ensure_server(&self) -> anyhow::Result<Option<Started<'_>>> {
+    /// Makes sure a healthy maintenance server runs, starting one if none does, and that it
+    /// alone listens on `ports` (where the redirect will send visitors). A server it started
+    /// comes back as a guard that stops it again unless the caller keeps it, so a command
+    /// that fails after starting one leaves no orphan holding the port.
+    pub fn ensure_server(&self, ports: &[u16]) -> anyhow::Result<Option<Started<'_>>> {
         let socket = self.paths().control_socket();
         let mut started = None;
         let status = match control::ask(&socket, &Request::Status) {
@@ -51,6 +52,7 @@ impl Supervisor<'_> {
             Err(ControlError::Other(e)) => return Err(e),
         };
         probe::http(self.config, &status)?;
+        target::check_owner(ports, status.pid)?;
         Ok(started)
     }
 

@@ -49,7 +49,7 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
 
     let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
     // Read as root, but only what the user it is about to become could read itself.
-    let server_user = server_user(&config.server.user)?;
+    let server_user = server_user(&config)?;
     let reader = match &server_user {
         Some(u) => page::Reader::As(u),
         None => page::Reader::Itself,
@@ -178,8 +178,8 @@ fn bind_all(addrs: &[IpAddr], port: u16) -> Result<Vec<std::net::TcpListener>> {
         .collect()
 }
 
-/// The control socket is created while root and made 0600, so once the server runs as
-/// `nobody` only root can still talk to it.
+/// The control socket is created while root and made 0600, so once the server runs as its
+/// unprivileged user only root can still talk to it.
 fn bind_control(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -202,17 +202,15 @@ fn bind_control(path: &Path) -> Result<std::os::unix::net::UnixListener> {
 
 /// The user the server will run as: `None` when it was not started as root (it keeps the
 /// user it has).
-fn server_user(user: &str) -> Result<Option<nix::unistd::User>> {
-    use nix::unistd::{Uid, User};
-    if !Uid::effective().is_root() {
+fn server_user(config: &Config) -> Result<Option<nix::unistd::User>> {
+    if !nix::unistd::Uid::effective().is_root() {
         return Ok(None);
     }
-    let u = User::from_name(user)
-        .with_context(|| format!("cannot look up user {user:?}"))?
-        .with_context(|| {
-            format!("user {user:?} (server.user) does not exist; create it or set another")
-        })?;
-    Ok(Some(u))
+    let run_as = config.server.run_as()?;
+    if let Some(why) = run_as.fallback {
+        tracing::warn!("{why}");
+    }
+    Ok(Some(run_as.user))
 }
 
 fn drop_privileges(u: &nix::unistd::User) -> Result<()> {
@@ -268,7 +266,7 @@ fn reload(shared: &Shared, config_path: &Path) {
             );
         }
         // Read as root, but only what the user it is about to become could read itself.
-        let server_user = server_user(&config.server.user)?;
+        let server_user = server_user(&config)?;
         let reader = match &server_user {
             Some(u) => page::Reader::As(u),
             None => page::Reader::Itself,

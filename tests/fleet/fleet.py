@@ -120,7 +120,7 @@ class Lab:
                 ctl_peer="192.0.2.%d" % (16 * n + 1),
                 client_addr="198.51.100.%d" % (16 * n + 2),  # where the client reaches it
                 client_peer="198.51.100.%d" % (16 * n + 1),
-                http_port=8500 + 10 * n,                     # maint's server, distinct per host
+                http_port=503,                               # maint's server (each host its own netns)
             )
         self.env = dict(PATH=SYSTEM_PATH, LANG="C.UTF-8", HOME=os.path.join(tmp, "home"))
 

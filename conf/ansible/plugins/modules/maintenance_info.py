@@ -113,7 +113,7 @@ status:
       description: The redirects, public port to server port.
       type: list
       elements: dict
-      sample: [{"public": 80, "server": 8503}]
+      sample: [{"public": 80, "server": 503}]
     since:
       description: When maintenance was turned on (RFC 3339), or null.
       type: str
@@ -132,7 +132,7 @@ status:
           C(started), C(requests), C(connections), C(connections_total), C(refused_direct),
           C(http_port), C(https_port), C(window).
       type: dict
-      sample: {"healthy": true, "pid": 4242, "http_port": 8503, "requests": 118}
+      sample: {"healthy": true, "pid": 4242, "http_port": 503, "requests": 118}
     drift:
       description: Differences between maint's record and the kernel; empty when they agree.
       type: list
