@@ -70,7 +70,9 @@ pub struct Cli {
     )]
     pub verbose: u8,
 
-    /// Only errors.
+    /// Print nothing but errors: no report of what was done, no warnings (for cron). With
+    /// --json the JSON object is still printed; `status` and `check` still print their report
+    /// (`check` only its failures).
     #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
 
@@ -191,10 +193,41 @@ pub fn command() -> clap::Command {
 
 impl Cli {
     /// Parses the process's arguments; prints help or a usage error and exits as clap does.
+    /// Under `--json` a usage error is also one JSON object on stdout, as every other failure
+    /// is, so a script parsing stdout always gets one.
     pub fn from_env() -> Cli {
-        let matches = command().get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let parsed = command()
+            .try_get_matches()
+            .and_then(|m| Cli::from_arg_matches(&m));
+        parsed.unwrap_or_else(|e| {
+            if wants_json(std::env::args_os()) && e.use_stderr() {
+                println!("{}", usage_error_json(&e));
+            }
+            e.exit()
+        })
     }
+}
+
+/// Whether `--json` is among the options of a command line clap could not parse.
+fn wants_json(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// The JSON object for a usage error: clap's message without its "error: " and usage lines.
+fn usage_error_json(e: &clap::Error) -> serde_json::Value {
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    serde_json::json!({ "changed": false, "error": message, "exit": exit::USAGE })
 }
 
 #[derive(Debug, Args)]

@@ -66,11 +66,17 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         }
         _ => {}
     }
+    let style = output::Style {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     // `off` must work with a broken config: it falls back to defaults and the state record.
     let config = match (Config::load(&cli.config), &cli.command) {
         (Ok(c), _) => c,
         (Err(e), Command::Off(_)) => {
-            eprintln!("maint: warning: {e:#}; using built-in defaults and the state record");
+            if !cli.quiet {
+                eprintln!("maint: warning: {e:#}; using built-in defaults and the state record");
+            }
             Config::default()
         }
         (Err(e), _) => return Err(Fail::Input(e)),
@@ -84,13 +90,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             let request =
                 OnRequest::new(args, &config, std::time::SystemTime::now()).map_err(Fail::Input)?;
             let outcome = Controller::new(config, cli.config.clone()).on(request)?;
-            output::outcome(cli.json, "on", &outcome);
+            output::outcome(style, "on", &outcome);
             Ok(exit::OK)
         }
         Command::Off(args) => {
             let outcome =
                 Controller::new(config, cli.config.clone()).off(OffRequest::from(args))?;
-            output::outcome(cli.json, "off", &outcome);
+            output::outcome(style, "off", &outcome);
             Ok(exit::OK)
         }
         Command::Status => {
@@ -100,7 +106,7 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         }
         Command::Check => {
             let findings = Controller::new(config, cli.config.clone()).check()?;
-            output::findings(cli.json, &findings);
+            output::findings(style, &findings);
             Ok(if findings.iter().any(|f| f.failed()) {
                 exit::FAILED
             } else {

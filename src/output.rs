@@ -1,11 +1,19 @@
 //! What the operator reads: one JSON object per command with `--json` (stable field names,
 //! documented in the README), short sentences otherwise. Warnings go to stderr in both cases
-//! so scripts parsing stdout never trip over them.
+//! so scripts parsing stdout never trip over them. `-q` keeps only errors (and the JSON object
+//! a script asked for), so cron mails only when something failed.
 
 use serde::Serialize;
 
 use crate::controller::{Outcome, StatusReport};
 use crate::finding::Finding;
+
+/// How to print: from the global options.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub json: bool,
+    pub quiet: bool,
+}
 
 fn print_json<T: Serialize>(value: &T) {
     println!(
@@ -25,10 +33,15 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-pub fn outcome(json: bool, verb: &str, o: &Outcome) {
-    warn_all(&o.warnings);
-    if json {
+pub fn outcome(style: Style, verb: &str, o: &Outcome) {
+    if !style.quiet {
+        warn_all(&o.warnings);
+    }
+    if style.json {
         return print_json(o);
+    }
+    if style.quiet {
+        return;
     }
     if let Some(rules) = &o.ruleset {
         println!(
@@ -157,11 +170,11 @@ pub fn status(json: bool, r: &StatusReport) {
     }
 }
 
-pub fn findings(json: bool, findings: &[Finding]) {
-    if json {
+pub fn findings(style: Style, findings: &[Finding]) {
+    if style.json {
         return print_json(&findings);
     }
-    for f in findings {
+    for f in findings.iter().filter(|f| !style.quiet || f.failed()) {
         println!("{:<4}  {}", f.level, f.message);
     }
 }

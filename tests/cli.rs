@@ -118,3 +118,47 @@ fn a_closed_stdout_ends_the_command_quietly() {
         out.status
     );
 }
+
+#[test]
+fn under_json_every_usage_error_is_one_json_object_on_stdout() {
+    for args in [
+        &["--json", "on", "--for", "1h", "--until", "2030-01-01T00:00"][..],
+        &["on", "--json", "--no-such-option"],
+        &["--json", "nonsense"],
+        &["--json", "off", "--scheduled"],
+    ] {
+        let out = maint(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON object ({e}): {out:?}"));
+        assert_eq!(v["changed"], false, "{args:?}: {v}");
+        assert_eq!(v["exit"], 2, "{args:?}: {v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(!error.is_empty() && !error.starts_with("error:"), "{v}");
+        // The human message still goes to stderr.
+        assert!(
+            stderr(&out).contains("error:"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let conflict = stdout(&maint(&[
+        "--json",
+        "on",
+        "--for",
+        "1h",
+        "--until",
+        "2030-01-01",
+    ]));
+    assert!(
+        conflict.contains("--for") && conflict.contains("--until"),
+        "names both options: {conflict}"
+    );
+    // Help and version are not errors: no JSON, exit 0.
+    let help = maint(&["--json", "on", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("Usage:"));
+    // After `--`, `--json` is a source, not the option.
+    let out = maint(&["on", "--no-such-option", "--", "--json"]);
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+}

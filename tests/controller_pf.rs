@@ -142,7 +142,7 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
 }
 
 #[test]
-fn on_kills_only_matched_app_states_and_off_kills_redirected_ones() {
+fn every_change_kills_exactly_the_states_that_disagree_with_it() {
     let Some(pf) = Pf::new(MAIN_RULES) else {
         return;
     };
@@ -168,6 +168,35 @@ fn on_kills_only_matched_app_states_and_off_kills_redirected_ones() {
         left.contains("203.0.113.9:52000") && left.contains(":22 <- 198.51.100.7"),
         "office and SSH stay: {left}"
     );
+
+    // Two clients now on the page; one of them is excepted next: only its state goes.
+    std::fs::write(
+        pf.dir.path().join("states"),
+        format!(
+            "{left}maint-redirect\tall tcp 127.0.0.1:503 (192.0.2.1:80) <- 198.51.100.7:51001       ESTABLISHED:ESTABLISHED\n\
+             maint-redirect\tall tcp 127.0.0.1:503 (192.0.2.1:80) <- 198.51.100.8:51002       ESTABLISHED:ESTABLISHED\n"
+        ),
+    )
+    .unwrap();
+    let on = pf.json(&["on", "--except", "office,198.51.100.8"]);
+    assert_eq!(on["states_killed"], 1, "{on}");
+    let calls = pf.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("pfctl -k key -k")
+            && c.contains("192.0.2.1:80 <- 198.51.100.8:51002")),
+        "killed by its wire key: {calls:?}"
+    );
+    let left = std::fs::read_to_string(pf.dir.path().join("states")).unwrap();
+    assert!(
+        left.contains("198.51.100.7:51001") && !left.contains("198.51.100.8:51002"),
+        "{left}"
+    );
+    // `off`: every redirected client goes back, by maint's label; nothing else is touched.
+    let off = pf.json(&["off"]);
+    assert_eq!(off["states_killed"], 1, "{off}");
+    let left = std::fs::read_to_string(pf.dir.path().join("states")).unwrap();
+    assert!(!left.contains("maint-redirect"), "{left}");
+    assert!(left.contains("203.0.113.9:52000"), "{left}");
 }
 
 #[test]
@@ -470,4 +499,95 @@ fn status_waits_for_an_on_under_way_instead_of_reporting_drift() {
     assert_eq!(status["drift"], serde_json::json!([]), "{status}");
     let out = on.wait_with_output().unwrap();
     assert!(out.status.success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// What scripts (cron, Ansible) rely on: quiet output, honest `changed`, a before and an after.
+
+#[test]
+fn quiet_prints_nothing_unless_something_fails() {
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
+    // `on` starts a server and warns (no certificate for 443): all of it silenced.
+    for args in [
+        &["-q", "on", "--for", "1h"][..],
+        &["-q", "on"],
+        &["-q", "off"],
+    ] {
+        let out = pf.maint(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            (stdout(&out).as_str(), stderr(&out).as_str()),
+            ("", ""),
+            "{args:?}"
+        );
+    }
+    // An error still speaks.
+    let out = pf.maint(&["-q", "on", "198.51.100.300"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("198.51.100.300"), "{}", stderr(&out));
+    // -q --json: the object a script asked for, and no warnings.
+    let out = pf.maint(&["-q", "--json", "on"]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["changed"], true);
+    pf.json(&["off"]);
+}
+
+#[test]
+fn a_dry_run_reports_before_and_after_and_changes_nothing() {
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
+    let dry = pf.json(&[
+        "on",
+        "--except",
+        "office",
+        "--reason",
+        "Upgrade",
+        "--dry-run",
+    ]);
+    assert_eq!(dry["changed"], false, "{dry}");
+    assert_eq!(dry["before"]["active"], false, "{dry}");
+    assert_eq!(
+        dry["after"],
+        serde_json::json!({"active": true, "sources": ["all"], "exceptions": ["office"],
+                           "until": null, "reason": "Upgrade"}),
+        "{dry}"
+    );
+    assert!(pf.anchor_rules().is_empty(), "nothing loaded");
+    pf.json(&["on", "--except", "office", "--reason", "Upgrade"]);
+    let dry = pf.json(&["on", "198.51.100.0/24", "--dry-run"]);
+    assert_eq!(dry["before"]["active"], true, "{dry}");
+    assert_eq!(dry["before"]["exceptions"], serde_json::json!(["office"]));
+    assert_eq!(
+        dry["after"]["sources"],
+        serde_json::json!(["198.51.100.0/24"])
+    );
+    let dry_off = pf.json(&["off", "--dry-run"]);
+    assert_eq!(dry_off["before"]["reason"], "Upgrade", "{dry_off}");
+    assert_eq!(dry_off["after"]["active"], false, "{dry_off}");
+    let off = pf.json(&["off"]);
+    assert_eq!(off["before"]["active"], true, "{off}");
+    assert_eq!(off["after"]["active"], false, "{off}");
+}
+
+#[test]
+fn on_after_the_server_died_reports_the_restart_as_a_change() {
+    let Some(pf) = Pf::new(MAIN_RULES) else {
+        return;
+    };
+    let on = pf.json(&["on"]);
+    let pid = on["server_started"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    support::wait_until(std::time::Duration::from_secs(5), "server gone", || {
+        !pf.server_answers()
+    });
+    let again = pf.json(&["on"]);
+    assert_eq!(again["changed"], true, "{again}");
+    assert!(again["server_started"].is_number(), "{again}");
+    let third = pf.json(&["on"]);
+    assert_eq!(third["changed"], false, "{third}");
+    pf.json(&["off"]);
 }

@@ -282,6 +282,37 @@ fn open_keepalive_connections_move_over_at_once() {
     }
 }
 
+#[test]
+fn an_added_exception_moves_that_clients_open_connections_back_at_once() {
+    if !have_root("an_added_exception_moves_that_clients_open_connections_back_at_once") {
+        return;
+    }
+    let site = Site::new();
+    site.maint_ok(&["on"]);
+    let (to_client, from_test) = std::sync::mpsc::channel::<()>();
+    let (to_test, from_client) = std::sync::mpsc::channel::<Vec<String>>();
+    let target = format!("{}:80", site.lab.server_public_v4);
+    let client = site.lab.in_ns(&site.lab.public.ns, move || {
+        let mut seen = Vec::new();
+        let mut conn = KeepAlive::connect(&target);
+        seen.push(conn.get_retrying_once(&target));
+        to_test.send(seen.clone()).unwrap();
+        from_test.recv().unwrap(); // after the exception is added
+        seen.push(conn.get_retrying_once(&target));
+        seen
+    });
+    assert_eq!(from_client.recv().unwrap()[0], "MAINTENANCE");
+    // The public client (198.51.100.10) is excepted now: its kept-alive connection to the
+    // maintenance server must not keep it on the page.
+    let on = site.maint_json(&["on", "--except", "198.51.100.10"]);
+    assert_eq!(on["changed"], true, "{on}");
+    assert!(on["states_killed"].as_u64().unwrap() >= 1, "{on}");
+    to_client.send(()).unwrap();
+    let seen = client.join().unwrap();
+    assert_eq!(seen[1], "APP", "back on the app at once: {seen:?}");
+    site.maint_ok(&["off"]);
+}
+
 /// After `on` kills a matched client's state, the *app's* next segment can win the race and
 /// recreate the state in the reverse direction (loose pickup); the client's segments are then
 /// replies that NAT never sees. The test builds that state by hand, both before `on` (kill

@@ -151,6 +151,11 @@ impl Policy {
         }
     }
 
+    /// The policy of `off`: nobody is redirected.
+    pub fn nobody() -> Policy {
+        Policy::new([], [], [], None)
+    }
+
     /// Whether a packet from `addr` is redirected by this policy (ignoring ports and expiry).
     ///
     /// Called once per connection state when killing states, so it must not scan: with
@@ -221,17 +226,6 @@ pub fn everything() -> Vec<IpNet> {
     ]
 }
 
-/// Which connection states [`Backend::kill_states`] removes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateTarget {
-    /// After `on`: states of matched (not excepted) sources to a public port that still go to
-    /// the app, so those clients' next packet meets the redirect.
-    App,
-    /// After `off`: states that were redirected to the maintenance server, so those clients
-    /// reconnect to the app.
-    Server,
-}
-
 /// Errors a caller decides on. Everything else is [`BackendError::Failed`] with context.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -281,8 +275,13 @@ pub trait Backend: Send + Sync {
     /// Removes everything maint created. Returns whether there was anything to remove.
     fn clear(&self) -> Result<bool>;
 
-    /// Removes connection states so clients move over at once; returns how many were removed.
-    fn kill_states(&self, policy: &Policy, target: StateTarget) -> Result<usize>;
+    /// Removes every connection state that disagrees with `policy`, so each client's next
+    /// packet meets the policy now in force, in whichever direction it changed: states of
+    /// clients `policy` redirects that still reach the app, and states redirected to the
+    /// maintenance server (through any of `redirected`: the port maps of this policy and the
+    /// previous one) of clients `policy` no longer redirects. `off` passes
+    /// [`Policy::nobody`]. Returns how many were removed.
+    fn kill_disagreeing_states(&self, policy: &Policy, redirected: &[PortMap]) -> Result<usize>;
 
     /// Whether the kernel stops redirecting by itself at `policy.until`. When it cannot (pf),
     /// the controller schedules a `maint off` for the window's end.

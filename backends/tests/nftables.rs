@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use maint_backends::nftables::Nftables;
-use maint_backends::{Backend, BackendError, Policy, PortMap, StateTarget};
+use maint_backends::{Backend, BackendError, Policy, PortMap};
 use maint_testkit::netns::Netns;
 
 /// Whether root-only cases may run (see the test kit).
@@ -511,7 +511,7 @@ fn conntrack_list() -> Vec<String> {
 }
 
 #[test]
-fn kill_states_removes_exactly_the_targeted_entries() {
+fn kill_disagreeing_states_removes_exactly_the_entries_that_disagree() {
     in_netns(|| {
         let b = backend();
         let p = Policy::new(
@@ -544,7 +544,9 @@ fn kill_states_removes_exactly_the_targeted_entries() {
         ]);
         assert_eq!(conntrack_list().len(), 9);
 
-        assert_eq!(b.kill_states(&p, StateTarget::App).unwrap(), 2);
+        // The policy's clients still on the app go, and so does the redirected client the
+        // policy does not redirect (203.0.113.6); the matched redirected one stays.
+        assert_eq!(b.kill_disagreeing_states(&p, &p.ports).unwrap(), 3);
         assert_eq!(
             conntrack_list(),
             [
@@ -553,13 +555,17 @@ fn kill_states_removes_exactly_the_targeted_entries() {
                 "tcp 198.51.100.3 40008 443 8503",
                 "tcp 198.51.100.9 40003 80 80",
                 "tcp 203.0.113.5 40004 80 80",
-                "tcp 203.0.113.6 40007 443 8504",
                 "udp 198.51.100.1 40009 80 80",
             ]
         );
-        assert_eq!(b.kill_states(&p, StateTarget::App).unwrap(), 0);
+        assert_eq!(b.kill_disagreeing_states(&p, &p.ports).unwrap(), 0);
 
-        assert_eq!(b.kill_states(&p, StateTarget::Server).unwrap(), 2);
+        // `off`: every redirected client goes back; nobody's connection to the app is cut.
+        assert_eq!(
+            b.kill_disagreeing_states(&Policy::nobody(), &p.ports)
+                .unwrap(),
+            1
+        );
         assert_eq!(
             conntrack_list(),
             [
@@ -598,12 +604,12 @@ fn twenty_thousand_states_are_killed_exactly() {
         all.push(ct_line("203.0.113.9", "192.0.2.1", 40_000, 80, 80));
         conntrack_insert(&all);
         assert_eq!(conntrack_list().len(), 20_001);
-        let (n, took) = timed(|| b.kill_states(&p, StateTarget::App).unwrap());
+        let (n, took) = timed(|| b.kill_disagreeing_states(&p, &p.ports).unwrap());
         assert_eq!(n, 20_000);
         let left = conntrack_list();
         assert_eq!(left.len(), 1, "{left:?}");
         assert!(left[0].contains("203.0.113.9"), "{left:?}");
-        eprintln!("20k states: kill_states {took:?}");
+        eprintln!("20k states: kill_disagreeing_states {took:?}");
     });
 }
 
@@ -711,7 +717,7 @@ fn clients_move_both_ways(loose: u8) {
     let killed = server.within(move || {
         let b = backend();
         b.apply(&p).unwrap();
-        b.kill_states(&p, StateTarget::App).unwrap()
+        b.kill_disagreeing_states(&p, &p.ports).unwrap()
     });
     assert_eq!(killed, 1, "the open keep-alive connection to the app");
     // Its next segment meets either the redirect (loose=1: picked up mid-stream, NATed to the
@@ -737,7 +743,8 @@ fn clients_move_both_ways(loose: u8) {
     let killed = server.within(move || {
         let b = backend();
         assert!(b.clear().unwrap());
-        b.kill_states(&p, StateTarget::Server).unwrap()
+        b.kill_disagreeing_states(&Policy::nobody(), &p.ports)
+            .unwrap()
     });
     assert_eq!(
         killed, 1,
@@ -805,7 +812,7 @@ fn without_cap_net_admin_every_call_says_permission() {
         assert!(is_perm(b.current().unwrap_err()));
         assert!(is_perm(b.clear().unwrap_err()));
         assert!(is_perm(
-            b.kill_states(&policy_a(), StateTarget::App).unwrap_err()
+            b.kill_disagreeing_states(&policy_a(), &[]).unwrap_err()
         ));
     });
 }

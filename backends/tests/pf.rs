@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
 use maint_backends::pf::Pf;
-use maint_backends::{everything, Backend, BackendError, Policy, PortMap, StateTarget};
+use maint_backends::{everything, Backend, BackendError, Policy, PortMap};
 
 use maint_testkit::pfparse;
 
@@ -442,12 +442,12 @@ maint-redirect\tall tcp ::1[8504] (2001:db8::10[443]) <- 2001:db8:1::9[40002]   
 ";
 
 #[test]
-fn kill_app_states_kills_only_matched_clients_on_public_ports() {
+fn kill_disagreeing_states_kills_only_matched_clients_on_public_ports() {
     let fake = Fake::new(MAIN_WITH_ANCHOR);
     fake.write("states", STATES);
     let pf = fake.pf();
     let p = Policy::new(everything(), nets(&["203.0.113.0/24"]), WEB, None);
-    assert_eq!(pf.kill_states(&p, StateTarget::App).unwrap(), 2);
+    assert_eq!(pf.kill_disagreeing_states(&p, &p.ports).unwrap(), 2);
     assert_eq!(
         fake.commands(),
         [
@@ -466,16 +466,40 @@ fn kill_app_states_kills_only_matched_clients_on_public_ports() {
 }
 
 #[test]
-fn kill_server_states_kills_by_maints_label() {
+fn off_kills_redirected_states_by_maints_label() {
     let fake = Fake::new(MAIN_WITH_ANCHOR);
     fake.write("states", STATES);
     let pf = fake.pf();
     let n = pf
-        .kill_states(&office_policy(), StateTarget::Server)
+        .kill_disagreeing_states(&Policy::nobody(), &office_policy().ports)
         .unwrap();
     assert_eq!(n, 2);
     assert_eq!(fake.commands(), ["pfctl -k label -k maint-redirect"]);
     assert!(!fake.read("states").contains("maint-redirect"));
+}
+
+#[test]
+fn redirected_clients_the_policy_lets_through_are_killed_by_key() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    fake.write("states", STATES);
+    let pf = fake.pf();
+    // 198.51.100.8 is excepted now; the IPv6 client (2001:db8:1::9) stays redirected.
+    let p = Policy::new(
+        nets(&["198.51.100.8/32", "2001:db8:1::9/128"]),
+        nets(&["198.51.100.8/32"]),
+        WEB,
+        None,
+    );
+    assert_eq!(pf.kill_disagreeing_states(&p, &p.ports).unwrap(), 1);
+    assert_eq!(
+        fake.commands(),
+        [
+            "pfctl -s states",
+            "pfctl -k key -k 'tcp 192.0.2.10:80 <- 198.51.100.8:40001'",
+        ]
+    );
+    let left = fake.read("states");
+    assert!(left.contains("2001:db8:1::9[40002]"), "{left}");
 }
 
 #[test]

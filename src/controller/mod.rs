@@ -21,10 +21,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use maint_backends::{Policy, PortMap, StateTarget};
+use maint_backends::{Policy, PortMap};
 
 pub use fail::{Fail, Result};
-pub use report::{Outcome, ServerReport, StatusReport};
+pub use report::{Maintenance, Outcome, ServerReport, StatusReport};
 
 use crate::config::Config;
 use crate::control::{self, ControlError, Request, Window};
@@ -85,9 +85,24 @@ impl Controller {
             until: req.until.map(rfc3339),
             reason: req.reason.clone(),
             warnings,
+            after: Maintenance {
+                active: true,
+                sources: req.source_tokens.clone(),
+                exceptions: req.except_tokens.clone(),
+                until: req.until.map(rfc3339),
+                reason: req.reason.clone(),
+            },
             ..Outcome::default()
         };
         if req.dry_run {
+            // Read-only: wait for a command under way, but take no exclusive lock.
+            let _lock = state::lock_shared(&self.config.paths.lock_file());
+            let previous = state::load(&self.config.paths.state_record())
+                .ok()
+                .flatten();
+            let current = backend.current();
+            let current = current.as_ref().map(Option::as_ref).map_err(drop);
+            outcome.before = standing(previous.as_ref(), current);
             outcome.ruleset = Some(backend.render_apply(&policy));
             return Ok(outcome);
         }
@@ -136,15 +151,19 @@ impl Controller {
             );
             None
         });
+        outcome.before = standing(previous.as_ref(), Ok(current.as_ref()));
         if current.as_ref() != Some(&policy) {
             backend.apply(&policy)?;
             outcome.changed = true;
-            // 5. Move matched clients over at once. The redirect is in place, so a failure
-            // here is worth a warning, not a rollback.
-            match backend.kill_states(&policy, StateTarget::App) {
+            // 5. Every open connection follows the new policy at once: matched clients move
+            // to the page, newly excepted ones back to the app. The redirect is in place, so
+            // a failure here is worth a warning, not a rollback.
+            let mut redirected = policy.ports.clone();
+            redirected.extend(current.iter().flat_map(|c| c.ports.iter().cloned()));
+            match backend.kill_disagreeing_states(&policy, &redirected) {
                 Ok(n) => outcome.states_killed = n,
                 Err(e) => outcome.warnings.push(format!(
-                    "maintenance is on, but open connections to the app were not cut ({e}); they move over when they reconnect"
+                    "maintenance is on, but open connections that disagree with it were not cut ({e}); they follow it when they reconnect"
                 )),
             }
         }
@@ -153,6 +172,8 @@ impl Controller {
         // the page may describe the window.
         let spawned = started.map(|s| s.keep());
         outcome.server_started = spawned;
+        // A server started (a dead one replaced) is a change too.
+        outcome.changed |= spawned.is_some();
         let window = Window {
             until: req.until,
             reason: req.reason.clone(),
@@ -246,6 +267,7 @@ impl Controller {
             dry_run: req.dry_run,
             backend: backend.name(),
             warnings,
+            before: standing(record.as_ref(), Ok(current.as_ref())),
             ..Outcome::default()
         };
         if req.dry_run {
@@ -260,7 +282,7 @@ impl Controller {
             .unwrap_or_else(|| {
                 Policy::new([], [], firewall::ports(&self.config, &mut Vec::new()), None)
             });
-        match backend.kill_states(&policy, StateTarget::Server) {
+        match backend.kill_disagreeing_states(&Policy::nobody(), &policy.ports) {
             Ok(n) => outcome.states_killed = n,
             Err(e) => outcome.warnings.push(format!(
                 "the redirect is gone, but connections held by the maintenance server were not cut ({e})"
@@ -406,6 +428,18 @@ impl Controller {
         }
         Ok(out)
     }
+}
+
+/// Maintenance as it stands: the record's, if the firewall has a policy in force (`current`;
+/// an error when it could not be read, as without privilege for a dry run: then the record
+/// alone says).
+fn standing(record: Option<&Record>, current: Result<Option<&Policy>, ()>) -> Maintenance {
+    let in_force = match current {
+        Ok(Some(p)) => !p.expired_at(SystemTime::now()),
+        Ok(None) => false,
+        Err(()) => record.is_some(),
+    };
+    Maintenance::recorded(record, in_force)
 }
 
 /// What a scheduled `off` reports when the window it was scheduled for was replaced.

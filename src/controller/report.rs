@@ -5,6 +5,35 @@ use maint_backends::PortMap;
 use serde::Serialize;
 
 use crate::control::ServerStatus;
+use crate::state::Record;
+use crate::time::rfc3339;
+
+/// Maintenance as an operator describes it, and what a before/after diff compares (Ansible's
+/// `--diff`): sources and exceptions as given, aliases unexpanded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Maintenance {
+    pub active: bool,
+    pub sources: Vec<String>,
+    pub exceptions: Vec<String>,
+    pub until: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Maintenance {
+    /// What the record describes, if the firewall still has it in force (`in_force`).
+    pub fn recorded(record: Option<&Record>, in_force: bool) -> Maintenance {
+        match record {
+            Some(r) if in_force => Maintenance {
+                active: true,
+                sources: r.sources.clone(),
+                exceptions: r.exceptions.clone(),
+                until: r.policy.until.map(rfc3339),
+                reason: r.reason.clone(),
+            },
+            _ => Maintenance::default(),
+        }
+    }
+}
 
 /// What `on` and `off` report.
 #[derive(Debug, Default, Serialize)]
@@ -22,6 +51,9 @@ pub struct Outcome {
     pub server_started: Option<u32>,
     pub server_stopped: Option<u32>,
     pub warnings: Vec<String>,
+    /// Maintenance before and after the command (with `--dry-run`: as it would be after).
+    pub before: Maintenance,
+    pub after: Maintenance,
     /// What would be loaded (`--dry-run` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ruleset: Option<String>,

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::netlink::{NlError, Socket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use super::nla::{Attrs, Writer};
-use crate::{LocalAddresses, Policy, StateTarget};
+use crate::{LocalAddresses, Policy, PortMap};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -85,31 +85,32 @@ fn entry(a: Attrs<'_>) -> Option<Entry> {
     })
 }
 
-/// Whether `e` is one `kill_states(policy, target)` removes.
-pub fn selected(policy: &Policy, target: StateTarget, e: &Entry, local: &LocalAddresses) -> bool {
+/// Whether `e` disagrees with `policy`: `kill_disagreeing_states(policy, redirected)` removes it.
+pub fn selected(
+    policy: &Policy,
+    redirected: &[PortMap],
+    e: &Entry,
+    local: &LocalAddresses,
+) -> bool {
     if e.orig.proto != libc::IPPROTO_TCP as u8 {
         return false;
     }
-    let public = |port: u16| policy.ports.iter().find(|p| p.public == port);
-    match target {
-        StateTarget::App => {
-            // A client's connection to the app: the reply comes from the port it asked for.
-            // `redirects` leaves out this host's own connections, to the app or elsewhere.
-            let to_app =
-                e.reply.sport == e.orig.dport && policy.redirects(e.orig.src, e.orig.dport, local);
-            // The same kind of connection picked up mid-stream from the app's side (loose
-            // pickup after an earlier kill): the state was created by the app's segment, so
-            // the client is its destination.
-            let picked_up_reversed = e.reply.dport == e.orig.sport
-                && local.contains(e.orig.src)
-                && policy.redirects(e.orig.dst, e.orig.sport, local);
-            to_app || picked_up_reversed
-        }
-        // Redirected: the reply comes from the maintenance server's port.
-        StateTarget::Server => {
-            matches!(public(e.orig.dport), Some(m) if e.reply.sport == m.server && m.server != m.public)
-        }
-    }
+    // A client's connection to the app: the reply comes from the port it asked for.
+    // `redirects` leaves out this host's own connections, to the app or elsewhere.
+    let to_app = e.reply.sport == e.orig.dport && policy.redirects(e.orig.src, e.orig.dport, local);
+    // The same kind of connection picked up mid-stream from the app's side (loose pickup
+    // after an earlier kill): the state was created by the app's segment, so the client is
+    // its destination.
+    let picked_up_reversed = e.reply.dport == e.orig.sport
+        && local.contains(e.orig.src)
+        && policy.redirects(e.orig.dst, e.orig.sport, local);
+    // Redirected to the maintenance server (the reply comes from its port) though the policy
+    // now lets this client through to the app.
+    let redirected_through = redirected
+        .iter()
+        .any(|m| m.server != m.public && m.public == e.orig.dport && m.server == e.reply.sport)
+        && !policy.redirects(e.orig.src, e.orig.dport, local);
+    to_app || picked_up_reversed || redirected_through
 }
 
 fn dump(sock: &mut Socket) -> Result<Vec<Entry>, NlError> {
@@ -154,12 +155,12 @@ fn put_tuple(w: &mut Writer, ty: u16, t: &Tuple) {
 }
 
 /// Deletes the selected entries; returns how many the kernel removed.
-pub fn kill(policy: &Policy, target: StateTarget) -> Result<usize, NlError> {
+pub fn kill(policy: &Policy, redirected: &[PortMap]) -> Result<usize, NlError> {
     let mut sock = Socket::open()?;
     let local = LocalAddresses::of_this_host();
     let victims: Vec<Entry> = dump(&mut sock)?
         .into_iter()
-        .filter(|e| selected(policy, target, e, &local))
+        .filter(|e| selected(policy, redirected, e, &local))
         .collect();
     let mut removed = 0;
     for chunk in victims.chunks(DELETES_PER_DATAGRAM) {
@@ -207,7 +208,6 @@ pub fn kill(policy: &Policy, target: StateTarget) -> Result<usize, NlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::PortMap;
 
     fn t(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
         Tuple {
@@ -241,17 +241,17 @@ mod tests {
     }
 
     /// The server's own addresses in these fixtures.
-    fn sel(p: &Policy, target: StateTarget, e: &Entry) -> bool {
+    fn sel(p: &Policy, e: &Entry) -> bool {
         let local = LocalAddresses::from_addresses(
             ["192.0.2.1", "2001:db8::ffff"]
                 .iter()
                 .map(|a| a.parse().unwrap()),
         );
-        selected(p, target, e, &local)
+        selected(p, &p.ports, e, &local)
     }
 
     #[test]
-    fn app_target_takes_reverse_pickups_but_not_the_hosts_own_connections() {
+    fn takes_reverse_pickups_but_not_the_hosts_own_connections() {
         let p = policy();
         // Picked up from the app's side: orig is app:80 -> client.
         let reversed = Entry {
@@ -260,7 +260,7 @@ mod tests {
             id: Some(3),
             zone: None,
         };
-        assert!(sel(&p, StateTarget::App, &reversed));
+        assert!(sel(&p, &reversed));
         // This host fetching from another server's port 80 (policy `all` covers it).
         let all = Policy::new(crate::everything(), [], p.ports.clone(), None);
         let outgoing = Entry {
@@ -269,8 +269,8 @@ mod tests {
             id: Some(4),
             zone: None,
         };
-        assert!(!sel(&all, StateTarget::App, &outgoing));
-        assert!(sel(&all, StateTarget::App, &app("203.0.113.1", 80)));
+        assert!(!sel(&all, &outgoing));
+        assert!(sel(&all, &app("203.0.113.1", 80)));
     }
 
     fn app(src: &str, dport: u16) -> Entry {
@@ -292,47 +292,39 @@ mod tests {
     }
 
     #[test]
-    fn app_target_takes_matched_unredirected_tcp_on_public_ports() {
+    fn takes_matched_clients_still_on_the_app_on_public_ports() {
         let p = policy();
-        assert!(sel(&p, StateTarget::App, &app("198.51.100.1", 80)));
-        assert!(sel(&p, StateTarget::App, &app("198.51.100.1", 443)));
+        assert!(sel(&p, &app("198.51.100.1", 80)));
+        assert!(sel(&p, &app("198.51.100.1", 443)));
         let mut v6 = app("2001:db8::1", 80);
         v6.orig.dst = "2001:db8::ffff".parse().unwrap();
-        assert!(sel(&p, StateTarget::App, &v6));
+        assert!(sel(&p, &v6));
         // excepted, unmatched, other port, already redirected, not TCP
-        assert!(!sel(&p, StateTarget::App, &app("198.51.100.9", 80)));
-        assert!(!sel(&p, StateTarget::App, &app("203.0.113.1", 80)));
-        assert!(!sel(&p, StateTarget::App, &app("198.51.100.1", 22)));
-        assert!(!sel(
-            &p,
-            StateTarget::App,
-            &redirected("198.51.100.1", 80, 8503)
-        ));
+        assert!(!sel(&p, &app("198.51.100.9", 80)));
+        assert!(!sel(&p, &app("203.0.113.1", 80)));
+        assert!(!sel(&p, &app("198.51.100.1", 22)));
+        assert!(!sel(&p, &redirected("198.51.100.1", 80, 8503)));
         let mut udp = app("198.51.100.1", 80);
         udp.orig.proto = 17;
-        assert!(!sel(&p, StateTarget::App, &udp));
+        assert!(!sel(&p, &udp));
     }
 
     #[test]
-    fn server_target_takes_redirected_entries_from_anyone() {
+    fn takes_redirected_clients_the_policy_now_lets_through() {
         let p = policy();
-        assert!(sel(
-            &p,
-            StateTarget::Server,
-            &redirected("203.0.113.1", 80, 8503)
-        ));
-        assert!(sel(
-            &p,
-            StateTarget::Server,
-            &redirected("198.51.100.9", 443, 8504)
-        ));
-        // wrong pairing, and entries that reach the app
-        assert!(!sel(
-            &p,
-            StateTarget::Server,
-            &redirected("203.0.113.1", 80, 8504)
-        ));
-        assert!(!sel(&p, StateTarget::Server, &app("198.51.100.1", 80)));
+        // An excepted client (198.51.100.9) and an unmatched one still on the page.
+        assert!(sel(&p, &redirected("198.51.100.9", 80, 8503)));
+        assert!(sel(&p, &redirected("203.0.113.1", 443, 8504)));
+        // A matched client stays on the page; a wrong pairing is not maint's redirect.
+        assert!(!sel(&p, &redirected("198.51.100.1", 80, 8503)));
+        assert!(!sel(&p, &redirected("203.0.113.1", 80, 8504)));
+        // `off`: every redirected client goes back, by the previous policy's ports; nobody's
+        // connection to the app is touched.
+        let local = LocalAddresses::from_addresses(["192.0.2.1".parse().unwrap()]);
+        let off = |e: &Entry| selected(&Policy::nobody(), &p.ports, e, &local);
+        assert!(off(&redirected("198.51.100.1", 80, 8503)));
+        assert!(off(&redirected("198.51.100.9", 443, 8504)));
+        assert!(!off(&app("198.51.100.1", 80)));
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod verify;
 use anyhow::anyhow;
 
 use self::netlink::{NlError, Socket};
-use crate::{Backend, BackendError, Policy, Result, StateTarget};
+use crate::{Backend, BackendError, Policy, PortMap, Result};
 
 const FIREWALL: &str = "nftables";
 
@@ -188,10 +188,10 @@ impl Backend for Nftables {
         }
     }
 
-    fn kill_states(&self, policy: &Policy, target: StateTarget) -> Result<usize> {
-        conntrack::kill(policy, target).map_err(|e| {
+    fn kill_disagreeing_states(&self, policy: &Policy, redirected: &[PortMap]) -> Result<usize> {
+        conntrack::kill(policy, redirected).map_err(|e| {
             nl_error(
-                format!("killing {target:?} connection states over ctnetlink"),
+                "killing connection states that disagree with the policy over ctnetlink",
                 e,
             )
         })

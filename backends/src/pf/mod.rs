@@ -17,10 +17,11 @@
 //! - clear: the same two reads, then `pfctl -a NAME -F rules` and `pfctl -a NAME -F Tables`.
 //!   Rules go first so the redirect stops at once; a table left alone without rules does
 //!   nothing, and the next `clear` removes it.
-//! - kill_states, App: `pfctl -s states`, then one `pfctl -k key -k 'tcp DST:PORT <- SRC:PORT'`
-//!   per state of a matched client to a public port that was not redirected. See
-//!   [`Pf::kill_app_states`] for why not a single host or label kill.
-//! - kill_states, Server: `pfctl -k label -k NAME-redirect`.
+//! - kill_disagreeing_states: `pfctl -s states`, then one
+//!   `pfctl -k key -k 'tcp DST:PORT <- SRC:PORT'` per state that disagrees with the policy: a
+//!   matched client to a public port that was not redirected, or a redirected client the
+//!   policy now lets through. See [`Pf::kill_disagreeing_by_key`] for why not a single host
+//!   or label kill. For `off` (nobody redirected): `pfctl -k label -k NAME-redirect`.
 //! - preflight: `pfctl -s info`, then `pfctl -s rules` (main ruleset).
 
 mod pfctl;
@@ -28,7 +29,7 @@ mod render;
 
 use anyhow::anyhow;
 
-use crate::{Backend, BackendError, LocalAddresses, Policy, PortMap, Result, StateTarget};
+use crate::{Backend, BackendError, LocalAddresses, Policy, PortMap, Result};
 use pfctl::Pfctl;
 use render::Names;
 
@@ -136,29 +137,44 @@ impl Pf {
         }
     }
 
-    /// Kills the states of matched clients that still go to the app.
+    /// Kills the states that disagree with `policy`: matched clients that still go to the
+    /// app, and redirected clients (by a rule of `redirected`) that `policy` lets through.
     ///
-    /// Those states were created by the operator's own rules, so there is no label of maint's
-    /// to kill them by (seed 002 used its own `www-normal` label, which maint cannot assume).
-    /// A host kill (`pfctl -k SRC -k DST`) cannot name a port, so it would also drop the
-    /// client's SSH session, which rule 1 forbids. So maint lists the states and kills each
-    /// matching one by its key, which names protocol, both addresses and both ports. The cost
-    /// is one pfctl run per killed state; a keep-alive web server has few per client.
-    fn kill_app_states(&self, policy: &Policy) -> Result<usize> {
+    /// States to the app were created by the operator's own rules, so there is no label of
+    /// maint's to kill them by (seed 002 used its own `www-normal` label, which maint cannot
+    /// assume); redirected ones carry maint's label, but a label kill cannot spare the clients
+    /// that stay redirected. A host kill (`pfctl -k SRC -k DST`) cannot name a port, so it
+    /// would also drop the client's SSH session, which rule 1 forbids. So maint lists the
+    /// states and kills each disagreeing one by its key, which names protocol, both addresses
+    /// and both ports. The cost is one pfctl run per killed state; a keep-alive web server
+    /// has few per client.
+    fn kill_disagreeing_by_key(&self, policy: &Policy, redirected: &[PortMap]) -> Result<usize> {
         let out = self.pfctl.check(&["-s", "states"], None)?;
         let local = LocalAddresses::of_this_host();
         let mut killed = 0;
         for state in pfctl::parse_states(&out.stdout) {
-            if state.proto != "tcp" || !state.inbound || state.translated() {
+            if state.proto != "tcp" || !state.inbound {
                 continue;
             }
-            let (Some((_, dport)), Some((src, _))) = (
+            let (Some((_, stack_port)), Some((src, _))) = (
                 pfctl::parse_host_port(&state.first),
                 pfctl::parse_host_port(&state.second),
             ) else {
                 continue;
             };
-            if !policy.redirects(src, dport, &local) {
+            let disagrees = match state.first_wire.as_deref().map(pfctl::parse_host_port) {
+                // Untranslated: a connection to the app on the port the client asked for.
+                None => policy.redirects(src, stack_port, &local),
+                // Redirected by maint (rdr-to the server's port) from a public port.
+                Some(Some((_, public))) => {
+                    redirected
+                        .iter()
+                        .any(|m| m.public == public && m.server == stack_port)
+                        && !policy.redirects(src, public, &local)
+                }
+                Some(None) => false,
+            };
+            if !disagrees {
                 continue;
             }
             let key = state.key();
@@ -354,11 +370,13 @@ impl Backend for Pf {
         Ok(true)
     }
 
-    fn kill_states(&self, policy: &Policy, target: StateTarget) -> Result<usize> {
-        match target {
-            StateTarget::App => self.kill_app_states(policy),
-            StateTarget::Server => self.kill_server_states(),
+    fn kill_disagreeing_states(&self, policy: &Policy, redirected: &[PortMap]) -> Result<usize> {
+        if policy.sources.is_empty() {
+            // Nobody stays redirected: every state maint's rules created goes, by label,
+            // whatever ports they used.
+            return self.kill_server_states();
         }
+        self.kill_disagreeing_by_key(policy, redirected)
     }
 
     fn expires_by_itself(&self) -> bool {

@@ -237,11 +237,6 @@ pub(crate) struct StateLine {
 }
 
 impl StateLine {
-    /// Whether pf translated this connection (for maint: it was redirected).
-    pub fn translated(&self) -> bool {
-        self.first_wire.is_some() || self.second_wire.is_some()
-    }
-
     /// The `-k key` argument naming exactly this state, in the format
     /// `pfctl_key_kill_states()` parses: `protocol host1:port1 direction host2:port2`. pf
     /// matches it against the wire key, which is what the printed hosts are when nothing was
@@ -336,9 +331,9 @@ mod tests {
                    \x20  [1 + 2]  [3 + 4]\n";
         let states = parse_states(out);
         assert_eq!(states.len(), 3);
-        assert!(!states[0].translated());
+        assert!(states[0].first_wire.is_none() && states[0].second_wire.is_none());
         assert_eq!(states[0].key(), "tcp 192.0.2.10:80 <- 198.51.100.7:51234");
-        assert!(states[1].translated());
+        assert!(states[1].first_wire.is_some());
         assert_eq!(states[1].key(), "tcp 192.0.2.10:80 <- 198.51.100.8:40000");
         assert_eq!(
             parse_host_port(&states[2].first),
