@@ -117,6 +117,10 @@ pub struct Server {
     pub idle_timeout: Duration,
     /// Largest request head accepted, in bytes (at least 8192).
     pub max_header_bytes: usize,
+    /// How long the page's held request (`/.maint/wait`) is held before it is answered
+    /// "still on" and the page asks again: an idle tab costs one request this often.
+    #[serde(deserialize_with = "duration")]
+    pub wait_timeout: Duration,
     /// How long SIGTERM waits for open requests before exiting.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
@@ -135,6 +139,7 @@ impl Default for Server {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15),
             max_header_bytes: 16 * 1024,
+            wait_timeout: Duration::from_secs(50),
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -161,8 +166,8 @@ pub struct Page {
     pub reason: String,
     /// Who to contact (an address or URL), shown on the page when set.
     pub contact: String,
-    /// A custom page (minijinja template; placeholders: title, reason, eta, until, contact,
-    /// retry_after, assets). Without it the built-in page is used.
+    /// A custom page (minijinja template; placeholders: title, reason, eta, until, until_unix,
+    /// contact, contact_href, retry_after, assets). Without it the built-in page is used.
     pub template: Option<PathBuf>,
     /// A directory whose files are served under `/.maint/` (CSS, logo) for a custom page.
     pub assets: Option<PathBuf>,
@@ -345,6 +350,13 @@ impl Config {
         }
         if s.max_connections == 0 {
             bail!("server.max_connections must be at least 1");
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&s.wait_timeout) {
+            bail!(
+                "server.wait_timeout is {:?}: it must be between 1s and 60s (the page gives up \
+                 on a held request after 70 s; 50s is the default)",
+                s.wait_timeout
+            );
         }
         if s.max_connections_per_source == 0 {
             bail!("server.max_connections_per_source must be at least 1");

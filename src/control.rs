@@ -29,7 +29,12 @@ pub struct Window {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Maintenance (again), with this window; also what `on` tells a running server.
     SetWindow(Window),
+    /// Maintenance is over: answer every held request "off" (visitors' pages go back), and
+    /// reply once those answers are written. `off` sends it after the redirect stopped
+    /// taking new connections and before the firewall forgets the redirected ones.
+    End,
 }
 
 /// What the server reports about itself.
@@ -49,6 +54,9 @@ pub struct ServerStatus {
     /// `max_connections_per_source`.
     #[serde(default)]
     pub refused_per_source: u64,
+    /// Visitors' pages holding a request until maintenance ends (about one per open tab).
+    #[serde(default)]
+    pub held_requests: u64,
     pub http_port: u16,
     pub https_port: Option<u16>,
     pub window: Window,

@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use support::*;
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 #[test]
 fn every_method_and_path_gets_the_maintenance_page() {
     let s = TestServer::start("");
@@ -182,8 +175,8 @@ fn custom_template_and_assets() {
     assert!(page.contains("<p id=c>ops@example.org</p>"), "{page}");
     assert!(page.contains("href=\"/.maint/site.css\""), "{page}");
     assert!(
-        page.contains("location.reload()"),
-        "the poller is added to custom pages too"
+        page.contains("var waitPath = \"/.maint/wait\";"),
+        "the page's script is added to custom pages too"
     );
 
     let css = stdout(&curl(&["-i", &s.url("/.maint/site.css")]));
@@ -515,61 +508,6 @@ fn world_readable_key_is_reported_by_check() {
     );
 }
 
-/// The page's own script, run in Node with a stubbed `fetch`: it keeps polling while the
-/// answers carry the maintenance marker, ignores network errors (the app restarting), and
-/// reloads exactly once when the app answers again.
-#[test]
-fn page_returns_visitors_only_when_maintenance_is_over() {
-    let s = TestServer::start("[page]\nretry_after = 5\n");
-    let page = stdout(&curl(&[&s.url("/")]));
-    let script = page
-        .split("<script>")
-        .nth(1)
-        .and_then(|rest| rest.split("</script>").next())
-        .expect("the page carries its poller");
-    let harness = r#"
-const script = process.argv[1];
-const answers = JSON.parse(process.argv[2]);
-let reloads = 0, polls = 0, timers = [], delays = [];
-globalThis.location = { href: "http://shop.example/cart", reload() { reloads++; } };
-globalThis.setTimeout = (f, ms) => { timers.push(f); delays.push(ms); };
-globalThis.fetch = (url, opts) => {
-  const a = answers[polls++];
-  if (opts.cache !== "no-store") throw new Error("the poll must bypass caches");
-  if (a === "error") return Promise.reject(new Error("connection refused"));
-  return Promise.resolve({ headers: { get: (h) => (a === "maintenance" && h.toLowerCase() === "x-maintenance") ? "on" : null } });
-};
-(0, eval)(script);
-(async () => {
-  while (timers.length && polls < answers.length) {
-    timers.shift()();
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-  }
-  console.log(JSON.stringify({ reloads, polls, delays }));
-})();
-"#;
-    let run = |answers: &str| -> serde_json::Value {
-        let out = std::process::Command::new("node")
-            .args(["-e", harness, script, answers])
-            .output()
-            .expect("node is installed");
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str(&stdout(&out)).unwrap()
-    };
-    let over = run(r#"["maintenance", "error", "maintenance", "app"]"#);
-    assert_eq!(over["reloads"], 1, "{over}");
-    assert_eq!(over["polls"], 4, "stops polling once it reloads: {over}");
-    assert!(
-        over["delays"].as_array().unwrap().iter().all(|d| d == 5000),
-        "polls every Retry-After seconds: {over}"
-    );
-    let still = run(r#"["maintenance", "maintenance", "error", "maintenance", "maintenance"]"#);
-    assert_eq!(
-        still["reloads"], 0,
-        "no reload while maintenance goes on: {still}"
-    );
-}
-
 #[test]
 fn status_reads_counters_over_the_control_socket() {
     let s = TestServer::start("");
@@ -584,23 +522,6 @@ fn status_reads_counters_over_the_control_socket() {
         bad["error"].as_str().unwrap().contains("bad request"),
         "{bad}"
     );
-}
-
-fn read_response(conn: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = conn.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed mid-response");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = header(head, "content-length").unwrap().parse().unwrap();
-            if body.len() >= len {
-                return text.into_owned();
-            }
-        }
-    }
 }
 
 /// Runs `maint serve` with this server's config and expects it to refuse to start.

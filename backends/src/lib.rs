@@ -272,6 +272,12 @@ pub trait Backend: Send + Sync {
     /// one per line, after a `#` comment saying what they remove. Touches nothing.
     fn render_clear(&self) -> String;
 
+    /// Stops redirecting new connections, while the connections already redirected keep
+    /// being translated, so the maintenance server can still answer them (the held requests
+    /// that send visitors back): nftables keeps the nat chain and flushes its rules; pf keeps
+    /// the states of removed rules by itself. `clear` removes the rest.
+    fn stop_new_redirects(&self) -> Result<()>;
+
     /// Removes everything maint created. Returns whether there was anything to remove.
     fn clear(&self) -> Result<bool>;
 

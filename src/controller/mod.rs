@@ -275,6 +275,15 @@ impl Controller {
             return Ok(outcome);
         }
 
+        // 1. No new connection is redirected, but the redirected ones are still translated,
+        // so the server can answer them.
+        backend.stop_new_redirects()?;
+        // 2. The server answers every visitor's held request "off" (their pages go back at
+        // once) and replies when those answers are out. Removing the table first would lose
+        // them, and pages would wait for their own timeout.
+        let socket = paths.control_socket();
+        let server = control::ask(&socket, &Request::End).ok();
+        // 3. The rest of the table, then the redirected states.
         let removed = backend.clear()?;
         // Which redirected states to kill: those to the ports that were in place.
         let policy = current
@@ -289,8 +298,7 @@ impl Controller {
             )),
         }
 
-        let socket = paths.control_socket();
-        let server = control::ask(&socket, &Request::SetWindow(Window::default())).ok();
+        // 4. A server maint started goes too.
         if let Some(s) = &server {
             // Stop only a server maint started in the background (the record's, or the one
             // its pid file names if `on` never got to write a record), and only if it is

@@ -22,7 +22,8 @@
 //! Time limits: a head must arrive within `header_timeout` of its first byte (each request
 //! anew); a client that takes nothing of a pending answer for `idle_timeout` is cut off, but
 //! one that reads slowly is not (every write that makes progress moves the deadline); between
-//! requests, `idle_timeout`.
+//! requests, `idle_timeout`. A held request ([`super::hold`]) is exempt: it waits for the end
+//! of maintenance or `wait_timeout`, and nothing after it is answered meanwhile.
 //!
 //! What the answer does not depend on is not read: request bodies are never buffered; a
 //! request that carries one gets its answer with `Connection: close`, and the connection is
@@ -45,6 +46,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::head::Head;
+use super::hold::{Held, Verdict, WAIT_PATH};
 use super::page::Answer;
 use super::shared::{ConnectionGuard, Shared};
 
@@ -73,6 +75,8 @@ thread_local! {
 enum State {
     /// Reading and answering requests.
     Serving,
+    /// A request to the wait path is held until maintenance ends or `wait_timeout`.
+    Holding,
     /// Answered with `Connection: close`: flush, shut the write side, drain briefly.
     Closing { drained: usize, shut: bool },
 }
@@ -89,6 +93,10 @@ pin_project_lite::pin_project! {
         unsent: VecDeque<Bytes>,
         // Held while `unsent` is not empty, so a shutdown waits for these answers.
         writing: Option<mpsc::Sender<()>>,
+        // While a wait request is held, and while its "off" answer is written.
+        held: Option<Box<Held>>,
+        // How many times maintenance had ended when this connection was accepted.
+        born_ends: u64,
         state: State,
         // Idle timeout between requests and while answers wait, header timeout within a
         // head, linger when closing.
@@ -100,12 +108,15 @@ pin_project_lite::pin_project! {
 impl Conn {
     pub fn new(stream: TcpStream, guard: ConnectionGuard) -> Conn {
         let idle = guard.shared.limits.idle_timeout;
+        let born_ends = guard.shared.ending.ends();
         Conn {
             stream,
             guard,
             pending: Vec::new(),
             unsent: VecDeque::new(),
             writing: None,
+            held: None,
+            born_ends,
             state: State::Serving,
             deadline: tokio::time::sleep(idle),
         }
@@ -149,6 +160,8 @@ impl Future for Conn {
                         shut: true,
                     };
                     this.deadline.as_mut().reset(Instant::now() + LINGER);
+                    // An "off" answer is out: `maint off` may go on.
+                    *this.held = None;
                 }
                 match this.stream.poll_read_ready(cx) {
                     Poll::Ready(Ok(())) => {}
@@ -170,16 +183,64 @@ impl Future for Conn {
                 }
                 continue;
             }
-            // 3. Requests held back while answers drained are answered before reading more.
+            // 3. A held request: answered when maintenance ends or the hold times out.
+            if *this.state == State::Holding {
+                let held = this
+                    .held
+                    .as_mut()
+                    .expect("a holding connection has its hold");
+                let ended = held.signal.as_mut().poll(cx).is_ready();
+                if ended || this.deadline.as_mut().poll(cx).is_ready() {
+                    let verdict = shared.ending.verdict();
+                    this.unsent.push_back(wait_answer(verdict));
+                    *this.writing = shared.writing();
+                    if verdict == Verdict::Off {
+                        *this.state = State::Closing {
+                            drained: 0,
+                            shut: false,
+                        };
+                        *this.pending = Vec::new();
+                    } else {
+                        *this.state = State::Serving;
+                        *this.held = None;
+                        this.deadline
+                            .as_mut()
+                            .reset(Instant::now() + limits.idle_timeout);
+                    }
+                    continue;
+                }
+                // Meanwhile only watch the socket, so a client that leaves frees its slot
+                // at once; anything it sends waits (bounded) until the hold is answered.
+                match this.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+                let read = READ_BUF.with_borrow_mut(|buf| match this.stream.try_read(buf) {
+                    Ok(0) => Err(()),
+                    Ok(n) if this.pending.len() + n > limits.max_header_bytes => Err(()),
+                    Ok(n) => {
+                        this.pending.extend_from_slice(&buf[..n]);
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                    Err(_) => Err(()),
+                });
+                if read.is_err() {
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            // 4. Requests held back while answers drained are answered before reading more.
             let held = if this.pending.is_empty() {
                 None
             } else {
-                let batch = answer_all(this.pending, shared, this.unsent);
+                let batch = answer_all(this.pending, shared, *this.born_ends, this.unsent);
                 this.pending.drain(..batch.used);
                 let head_started = batch.used > 0;
-                batch.answered.then_some((batch, head_started))
+                (batch.answered || batch.hold || batch.close).then_some((batch, head_started))
             };
-            // 4. Otherwise wait for (more of) a request.
+            // 5. Otherwise wait for (more of) a request.
             let (batch, head_started) = match held {
                 Some(answered) => answered,
                 None => {
@@ -199,7 +260,7 @@ impl Future for Conn {
                             this.pending.extend_from_slice(&buf[..n]);
                         }
                         let data: &[u8] = if fresh { &buf[..n] } else { this.pending };
-                        let batch = answer_all(data, shared, this.unsent);
+                        let batch = answer_all(data, shared, *this.born_ends, this.unsent);
                         let rest = data[batch.used..].to_vec();
                         *this.pending = rest;
                         // The clock for a head starts at its first byte: when this read began
@@ -215,6 +276,12 @@ impl Future for Conn {
                     }
                 }
             };
+            if batch.hold {
+                *this.held = Some(Box::new(Held::new(this.guard.shared.clone())));
+                *this.state = State::Holding;
+                this.deadline.as_mut().reset(shared.ending.hold_deadline());
+                continue;
+            }
             if after_batch(
                 &batch,
                 head_started,
@@ -296,11 +363,15 @@ struct Batch {
     close: bool,
     /// Stopped because the queue is full, not because the next head is incomplete.
     full: bool,
+    /// Stopped at a request to the wait path, to be held (its bytes are consumed).
+    hold: bool,
 }
 
 /// Answers the complete request heads at the start of `data` (pipelining), queueing the
-/// answers, until the data ends, a head is incomplete, or the queue holds [`QUEUE_CAP`].
-fn answer_all(data: &[u8], shared: &Shared, out: &mut VecDeque<Bytes>) -> Batch {
+/// answers, until the data ends, a head is incomplete, the queue holds [`QUEUE_CAP`], or a
+/// request is to be held. `born_ends` is when the connection was accepted (see
+/// [`super::hold::Ending::ends`]).
+fn answer_all(data: &[u8], shared: &Shared, born_ends: u64, out: &mut VecDeque<Bytes>) -> Batch {
     let max_head = shared.limits.max_header_bytes;
     // The caller writes what is queued before answering more, so the queue starts empty.
     debug_assert!(out.is_empty());
@@ -310,6 +381,7 @@ fn answer_all(data: &[u8], shared: &Shared, out: &mut VecDeque<Bytes>) -> Batch 
         answered: false,
         close: false,
         full: false,
+        hold: false,
     };
     let refuse = |batch: &mut Batch, out: &mut VecDeque<Bytes>, status| {
         out.push_back(error(status));
@@ -339,6 +411,25 @@ fn answer_all(data: &[u8], shared: &Shared, out: &mut VecDeque<Bytes>) -> Batch 
                 };
                 let close = !head.keep_alive || head.has_body;
                 shared.count_request();
+                let ending = &shared.ending;
+                if head.path == WAIT_PATH && !head.has_body {
+                    if ending.is_over() {
+                        // Over already: say so at once.
+                        out.push_back(wait_answer(Verdict::Off));
+                        batch.close = true;
+                    } else {
+                        batch.hold = true;
+                    }
+                    break;
+                }
+                if ending.ended_since(born_ends) {
+                    // A connection from before maintenance ended: close it unanswered. A
+                    // browser sends a request that meets a closed keep-alive connection
+                    // again on a new one, which reaches the site.
+                    batch.used = data.len();
+                    batch.close = true;
+                    break;
+                }
                 let method = Method::from_bytes(head.method.as_bytes()).unwrap_or(Method::GET);
                 let answer = shared.page().answer(&method, head.path, head.accept);
                 queued += queue_answer(out, &answer, close, head.http10 && !close);
@@ -403,6 +494,21 @@ fn queue_answer(out: &mut VecDeque<Bytes>, a: &Answer, close: bool, keep_alive_1
         out.push_back(a.body.clone());
     }
     len
+}
+
+/// The answer to a held request: 204, whether maintenance goes on, and a close when it is
+/// over (the page's next request must open a new connection, which reaches the site).
+fn wait_answer(verdict: Verdict) -> Bytes {
+    let close = if verdict == Verdict::Off {
+        "connection: close\r\n"
+    } else {
+        ""
+    };
+    Bytes::from(format!(
+        "HTTP/1.1 204 No Content\r\n{}: {}\r\ncache-control: no-store\r\n{close}\r\n",
+        crate::control::MARKER,
+        verdict.header()
+    ))
 }
 
 fn error(status: &str) -> Bytes {
@@ -496,7 +602,7 @@ mod tests {
         fn any_bytes_get_an_answer_or_wait(data in prop::collection::vec(any::<u8>(), 0..4096)) {
             let shared = shared();
             let mut out = VecDeque::new();
-            let batch = answer_all(&data, &shared, &mut out);
+            let batch = answer_all(&data, &shared, 0, &mut out);
             prop_assert!(batch.used <= data.len());
             for status in statuses(&out) {
                 if (400..500).contains(&status) {
@@ -525,7 +631,7 @@ mod tests {
                 }
             }
             let mut out = VecDeque::new();
-            let batch = answer_all(data.as_bytes(), &shared, &mut out);
+            let batch = answer_all(data.as_bytes(), &shared, 0, &mut out);
             let got = statuses(&out);
             prop_assert_eq!(got.len(), expected, "{:?}", got);
             prop_assert!(got.iter().all(|s| [200, 404, 503].contains(s)), "{:?}", got);
@@ -541,7 +647,7 @@ mod tests {
             let shared = shared();
             let data = format!("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n");
             let mut out = VecDeque::new();
-            let batch = answer_all(data.as_bytes(), &shared, &mut out);
+            let batch = answer_all(data.as_bytes(), &shared, 0, &mut out);
             // Leading or trailing spaces are optional whitespace and fine; the rest is not.
             if value.trim().bytes().all(|b| b.is_ascii_digit()) && !value.trim().is_empty() {
                 prop_assert!(statuses(&out).iter().all(|s| *s == 503));

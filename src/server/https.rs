@@ -1,16 +1,26 @@
 //! HTTPS connections (and with them HTTP/2), served by hyper over rustls. TLS handshakes and
 //! HTTP/2 framing are solved problems; only plain HTTP/1.1 has a hand-written path (`h1`),
 //! for its memory cost per idle connection.
+//!
+//! When maintenance ends, or the server stops, every connection is asked to finish
+//! (`graceful_shutdown`: GOAWAY on HTTP/2, a close after the request in flight on HTTP/1.1),
+//! so a visitor's next request opens a new connection, which reaches the site.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
+use super::hold::{Held, Verdict, WAIT_PATH};
 use super::shared::{ConnectionGuard, Shared};
 use super::tls::Identity;
 
@@ -41,22 +51,19 @@ impl Service {
         }
     }
 
-    /// Serves one connection in its own task, until it ends or shutdown drains it.
+    /// Serves one connection in its own task, until it ends, or finishes it when maintenance
+    /// ends or the server stops.
     pub fn spawn(&self, stream: TcpStream, peer: SocketAddr, guard: ConnectionGuard) {
         let shared = guard.shared.clone();
-        let Some(watcher) = shared
-            .graceful
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|g| g.watcher())
-        else {
+        let Some(drain) = shared.writing() else {
             return; // shutting down
         };
         let builder = self.builder.clone();
         let acceptor = self.acceptor.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            // Shutdown waits for this connection while it lives.
+            let _drain = drain;
             let limits = &shared.limits;
             // A client that stalls or speaks garbage during the handshake is dropped alone;
             // the handshake shares the header timeout's budget.
@@ -72,33 +79,116 @@ impl Service {
                         return;
                     }
                 };
-            let svc = service_fn(|req| {
-                shared.count_request();
-                let resp = shared.page().respond(&req);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
-            });
-            let io = IdleTimeout::new(TokioIo::new(tls), limits.idle_timeout);
-            if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
-                tracing::trace!(%peer, "connection ended: {e}");
+            let holding = Arc::new(AtomicUsize::new(0));
+            let svc = {
+                let (shared, holding) = (shared.clone(), holding.clone());
+                service_fn(move |req| {
+                    let (shared, holding) = (shared.clone(), holding.clone());
+                    async move { Ok::<_, std::convert::Infallible>(respond(shared, holding, req).await) }
+                })
+            };
+            let io = IdleTimeout::new(TokioIo::new(tls), limits.idle_timeout, holding);
+            let conn = builder.serve_connection(io, svc);
+            tokio::pin!(conn);
+            let ended = shared.ending.end_after(shared.ending.ends());
+            let stopped = shared.stop_signal();
+            tokio::pin!(ended, stopped);
+            let mut finishing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::trace!(%peer, "connection ended: {e}");
+                        }
+                        return;
+                    }
+                    () = &mut ended, if !finishing => {
+                        conn.as_mut().graceful_shutdown();
+                        finishing = true;
+                    }
+                    () = &mut stopped, if !finishing => {
+                        conn.as_mut().graceful_shutdown();
+                        finishing = true;
+                    }
+                }
             }
         });
     }
 }
 
+/// The answer to one HTTPS request: the page, or for the wait path a held 204.
+async fn respond<B>(
+    shared: Arc<Shared>,
+    holding: Arc<AtomicUsize>,
+    req: Request<B>,
+) -> Response<Full<Bytes>> {
+    shared.count_request();
+    if req.uri().path() != WAIT_PATH {
+        return shared.page().respond(&req);
+    }
+    let ending = &shared.ending;
+    let verdict = if ending.is_over() {
+        Verdict::Off
+    } else {
+        let mut held = Held::new(shared.clone());
+        let _holding = Holding::new(holding);
+        tokio::select! {
+            () = held.signal.as_mut() => {}
+            () = tokio::time::sleep_until(ending.hold_deadline()) => {}
+        }
+        ending.verdict()
+    };
+    if verdict == Verdict::Off {
+        ending.note_https_answer();
+    }
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        crate::control::MARKER,
+        HeaderValue::from_static(verdict.header()),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // HTTP/2 has no `connection` header: its connection is finished by GOAWAY instead.
+    if verdict == Verdict::Off && req.version() < Version::HTTP_2 {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Counts a held request on its connection, so the idle timeout leaves the connection be.
+struct Holding(Arc<AtomicUsize>);
+
+impl Holding {
+    fn new(count: Arc<AtomicUsize>) -> Holding {
+        count.fetch_add(1, Ordering::Relaxed);
+        Holding(count)
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Closes a connection that has had no traffic for `limit`: hyper bounds the time to read a
 /// request head, but not how long an idle keep-alive connection may sit between requests.
+/// A connection with a held request is not idle.
 struct IdleTimeout<T> {
     inner: T,
     limit: Duration,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    holding: Arc<AtomicUsize>,
 }
 
 impl<T> IdleTimeout<T> {
-    fn new(inner: T, limit: Duration) -> Self {
+    fn new(inner: T, limit: Duration, holding: Arc<AtomicUsize>) -> Self {
         IdleTimeout {
             inner,
             limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
+            holding,
         }
     }
     fn touch(&mut self) {
@@ -120,9 +210,14 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for IdleTimeout<T> {
                 self.touch();
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) if self.holding.load(Ordering::Relaxed) > 0 => self.touch(),
+                    Poll::Ready(()) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
             },
         }
     }

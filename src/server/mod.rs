@@ -9,6 +9,7 @@
 mod accept;
 mod h1;
 mod head;
+mod hold;
 mod https;
 mod page;
 mod privsep;
@@ -303,6 +304,20 @@ async fn control_loop(listener: UnixListener, shared: Arc<Shared>) {
                     Ok(Request::Status) => Reply::Ok {
                         status: shared.status(),
                     },
+                    Ok(Request::End) => {
+                        let unwritten = shared.ending.end().await;
+                        if unwritten > 0 {
+                            tracing::warn!(
+                                unwritten,
+                                "maintenance ended; some held requests were not answered in time"
+                            );
+                        } else {
+                            tracing::info!("maintenance ended; held requests answered");
+                        }
+                        Reply::Ok {
+                            status: shared.status(),
+                        }
+                    }
                     Ok(Request::SetWindow(w)) => match shared.set_window(w) {
                         Ok(()) => Reply::Ok {
                             status: shared.status(),

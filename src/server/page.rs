@@ -15,6 +15,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
+use super::hold::WAIT_PATH;
 use crate::config;
 use crate::control::{Window, MARKER};
 use crate::time::{httpdate, now_secs, rfc3339, timestamp};
@@ -235,9 +236,6 @@ impl Rendered {
             Some(u) => HeaderValue::from_str(&httpdate(u)).expect("HTTP dates are ASCII"),
             None => HeaderValue::from(s.retry_after),
         };
-        // The page polls about as often as Retry-After suggests, within sane bounds.
-        let poll = s.retry_after.clamp(5, 30);
-
         let mut env = minijinja::Environment::new();
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
         env.add_template("page", &content.template)
@@ -246,7 +244,9 @@ impl Rendered {
             title => &s.title,
             reason => &reason,
             contact => &s.contact,
+            contact_href => contact_href(&s.contact),
             until => &until,
+            until_unix => window.until,
             eta => &eta,
             retry_after => s.retry_after,
             assets => minijinja::Value::from_safe_string(ASSET_PREFIX.to_string()),
@@ -255,7 +255,7 @@ impl Rendered {
             .get_template("page")?
             .render(ctx)
             .with_context(|| template_name(content))?;
-        let script = RELOAD_SCRIPT.replace("POLL_MS", &(poll * 1000).to_string());
+        let script = page_script(window.until);
         match html.rfind("</body>") {
             Some(at) => html.insert_str(at, &script),
             None => html.push_str(&script),
@@ -446,27 +446,50 @@ pub fn negotiate(accept: &str) -> Format {
     best.0
 }
 
-/// "2026-12-01 02:00 UTC": what a visitor reads on the page.
+/// "2026-12-01 02:00 UTC": what a visitor without script reads on the page. Rounded up to
+/// the minute, so it is never earlier than `Retry-After`.
 fn human_time(secs: u64) -> String {
-    timestamp(secs).strftime("%Y-%m-%d %H:%M UTC").to_string()
+    let minute = secs.div_ceil(60).saturating_mul(60);
+    timestamp(minute).strftime("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-/// Polls the same URL and reloads only once the answer is no longer ours (maintenance over);
-/// a network error (the app restarting) just waits for the next poll, so there is no loop.
-const RELOAD_SCRIPT: &str = r#"<script>
-(function () {
-  function check() {
-    fetch(location.href, { cache: "no-store", headers: { "Accept": "text/html" } })
-      .then(function (r) {
-        if (r.headers.get("x-maintenance")) setTimeout(check, POLL_MS);
-        else location.reload();
-      })
-      .catch(function () { setTimeout(check, POLL_MS); });
-  }
-  setTimeout(check, POLL_MS);
-})();
-</script>
-"#;
+/// The script every page gets before `</body>`: the window's end in the visitor's local time,
+/// and the return to the site when maintenance ends (see `page.js` and [`super::hold`]).
+const PAGE_SCRIPT: &str = include_str!("page.js");
+
+fn page_script(until: Option<u64>) -> String {
+    let until_ms = match until {
+        Some(u) => u.saturating_mul(1000).to_string(),
+        None => "null".into(),
+    };
+    let wait_path = serde_json::to_string(WAIT_PATH).expect("a string serialises");
+    PAGE_SCRIPT
+        .replacen("UNTIL_MS", &until_ms, 1)
+        .replacen("WAIT_PATH", &wait_path, 1)
+}
+
+/// A link for the contact setting: `mailto:` for an address, the URL itself for an
+/// `https://` or `mailto:` URL, a host name as `https://`; empty (plain text) otherwise.
+fn contact_href(contact: &str) -> String {
+    let c = contact.trim();
+    if c.is_empty() || c.contains(char::is_whitespace) {
+        return String::new();
+    }
+    if c.starts_with("https://") || c.starts_with("mailto:") {
+        return c.to_owned();
+    }
+    if let Some((local, domain)) = c.split_once('@') {
+        if !local.is_empty() && domain.contains('.') && !c.contains(['/', ':']) {
+            return format!("mailto:{c}");
+        }
+        return String::new();
+    }
+    let host = c.split('/').next().unwrap_or("");
+    if host.contains('.') && !c.contains(':') {
+        return format!("https://{c}");
+    }
+    String::new()
+}
 
 #[cfg(test)]
 mod tests {
@@ -515,8 +538,34 @@ mod tests {
         let html =
             String::from_utf8(Rendered::render(&content, &window).unwrap().html.to_vec()).unwrap();
         assert!(html.contains("href=\"/.maint/site.css\""), "{html}");
-        assert!(html.contains("Back by 2026-12-01 02:00 UTC"), "{html}");
-        assert!(html.contains("Questions: ops@example.org"), "{html}");
+        assert!(
+            html.contains("Back <span data-maint-eta>by 2026-12-01 02:00 UTC</span>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"Questions: <a href="mailto:ops@example.org">ops@example.org</a>"#),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn contact_links_are_mail_or_https_and_nothing_else() {
+        for (contact, href) in [
+            ("ops@example.org", "mailto:ops@example.org"),
+            ("mailto:ops@example.org", "mailto:ops@example.org"),
+            (
+                "https://status.example.org/x",
+                "https://status.example.org/x",
+            ),
+            ("status.example.org", "https://status.example.org"),
+            ("", ""),
+            ("call +1 555 0100", ""),
+            ("javascript:alert(1)", ""),
+            ("http://status.example.org", ""),
+            ("@example.org", ""),
+        ] {
+            assert_eq!(contact_href(contact), href, "{contact:?}");
+        }
     }
 
     #[test]

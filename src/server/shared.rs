@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use super::hold::Ending;
 use super::page::{Content, Rendered};
 use super::privsep::KeyHelper;
 use super::tls::Identity;
@@ -58,13 +58,14 @@ pub struct Shared {
     /// Open connections per source (IPv4 address, or IPv6 /64).
     per_source: Mutex<HashMap<Source64, usize>>,
     max_per_source: usize,
-    /// hyper's connections (HTTPS) drain through this.
-    pub graceful: Mutex<Option<GracefulShutdown>>,
-    /// Flips to true on SIGTERM: accept loops stop.
+    /// Whether and when maintenance ends, for held requests.
+    pub ending: Ending,
+    /// Flips to true on SIGTERM: accept loops stop, HTTPS connections are asked to finish.
     stop: watch::Sender<bool>,
-    /// Every HTTP/1.1 connection with an answer not yet fully written holds a clone of this
-    /// sender; shutdown drops the original and waits until the channel closes, which is when
-    /// the last such connection has finished or gone (mini-redis's drop-guard shutdown).
+    /// Every HTTP/1.1 connection with an answer not yet fully written, and every HTTPS
+    /// connection, holds a clone of this sender; shutdown drops the original and waits until
+    /// the channel closes, which is when the last such connection has finished or gone
+    /// (mini-redis's drop-guard shutdown).
     writing: Mutex<Option<mpsc::Sender<()>>>,
     all_written: tokio::sync::Mutex<mpsc::Receiver<()>>,
     pub tls: Option<Identity>,
@@ -86,6 +87,7 @@ impl Shared {
             max_header_bytes: config.server.max_header_bytes,
         };
         let (writing, all_written) = mpsc::channel(1);
+        let ending = Ending::new(config.server.wait_timeout);
         Ok(Shared {
             limits,
             page: ArcSwap::from_pointee(page),
@@ -101,7 +103,7 @@ impl Shared {
             }),
             stats: Stats::default(),
             started: crate::time::now_secs(),
-            graceful: Mutex::new(Some(GracefulShutdown::new())),
+            ending,
             stop: watch::Sender::new(false),
             writing: Mutex::new(Some(writing)),
             all_written: tokio::sync::Mutex::new(all_written),
@@ -148,6 +150,7 @@ impl Shared {
         let mut source = self.source();
         let page = Rendered::render(&source.content, &window)?;
         self.page.store(Arc::new(page));
+        self.ending.set_window(window.until);
         source.window = window;
         Ok(())
     }
@@ -163,6 +166,7 @@ impl Shared {
             connections_total: self.stats.connections_total.load(Ordering::Relaxed),
             refused_direct: self.stats.refused_direct.load(Ordering::Relaxed),
             refused_per_source: self.stats.refused_per_source.load(Ordering::Relaxed),
+            held_requests: self.ending.held() as u64,
             http_port: self.http_port,
             https_port: self.https_port,
             window,
@@ -188,12 +192,19 @@ impl Shared {
 
     /// Resolves once shutdown has begun.
     pub async fn stopped(&self) {
-        let mut stop = self.stop.subscribe();
-        let _ = stop.wait_for(|s| *s).await;
+        self.stop_signal().await
     }
 
-    /// A guard an HTTP/1.1 connection holds while part of an answer is unsent, so shutdown
-    /// waits for it; `None` once shutdown has begun (nothing waits any more).
+    /// [`Shared::stopped`], owning what it needs, for futures that outlive a borrow.
+    pub fn stop_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.subscribe();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }
+
+    /// A guard a connection holds while shutdown must wait for it (an HTTP/1.1 answer not
+    /// yet fully written, an HTTPS connection); `None` once shutdown has begun.
     pub fn writing(&self) -> Option<mpsc::Sender<()>> {
         self.writing
             .lock()
@@ -205,23 +216,16 @@ impl Shared {
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
         let drain = self.settings().server.drain_timeout;
-        let graceful = self
-            .graceful
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
         // Dropping the original sender leaves only the connections' clones.
         self.writing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let drained = async {
-            if let Some(g) = graceful {
-                g.shutdown().await;
-            }
             // HTTP/1.1 answers are written as soon as a request is read, so only answers
             // still on their way to slow readers are waited for; idle keep-alive
-            // connections close when the process exits. `recv` returns None once every
+            // connections close when the process exits. HTTPS connections finish their
+            // open requests (told by the stop signal). `recv` returns None once every
             // sender is gone.
             let _ = self.all_written.lock().await.recv().await;
         };

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Client-side helpers for the maint benchmark suite; run inside the client namespace.
 
-    clients.py idle     --host H --port P --count N [--max-seconds S]
+    clients.py idle     --host H --port P --count N [--max-seconds S] [--wait]
         Opens N keep-alive connections, sends one GET on each and reads the answer, prints
         "ready OK FAILED" and then holds them all open until stdin closes (or S seconds pass).
 
@@ -45,6 +45,9 @@ def request_bytes(host):
 
 async def idle_main(args):
     req = request_bytes(args.host)
+    # --wait: after the page, each connection holds the page's wait request, as an open tab
+    # does during maintenance (the server answers it when maintenance ends).
+    wait = (f"GET /.maint/wait HTTP/1.1\r\nHost: {args.host}\r\nAccept: */*\r\n\r\n").encode()
     conns = []
     failed = 0
     sem = asyncio.Semaphore(args.parallel)
@@ -63,6 +66,9 @@ async def idle_main(args):
                         length = int(line.split(b":", 1)[1])
                 if length:
                     await asyncio.wait_for(r.readexactly(length), 10)
+                if args.wait:
+                    w.write(wait)
+                    await w.drain()
                 conns.append((r, w))
             except Exception:
                 failed += 1
@@ -226,6 +232,7 @@ def main():
     i.add_argument("--count", type=int, required=True)
     i.add_argument("--parallel", type=int, default=256)
     i.add_argument("--max-seconds", type=float, default=300)
+    i.add_argument("--wait", action="store_true", help="then hold GET /.maint/wait on each")
     b = sub.add_parser("browsers")
     b.add_argument("--host", required=True)
     b.add_argument("--port", type=int, required=True)

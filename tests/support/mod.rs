@@ -7,7 +7,7 @@
 pub mod netns;
 pub mod site;
 
-pub use maint_testkit::http::{curl, raw, stderr, stdout, wait_until};
+pub use maint_testkit::http::{curl, header, raw, read_response, stderr, stdout, wait_until};
 pub use maint_testkit::root::have_root;
 
 use std::io::{Read, Write};

@@ -374,6 +374,28 @@ pub fn chains(table: &nftnl::Table) -> Vec<Chain<'_>> {
         .collect()
 }
 
+/// The `stop_new_redirects` transaction: delete every rule of the `prerouting` chain, keeping
+/// the chain (`nft flush chain inet <name> prerouting`). A delete-rule message without a
+/// handle flushes the chain it names.
+pub fn flush_redirects(sock: &mut Socket, name: &str) -> anyhow::Result<Batch> {
+    let cname = CString::new(name).context("table name contains a NUL byte")?;
+    let table = nftnl::Table::new(&cname, ProtoFamily::Inet);
+    let chains = chains(&table);
+    let prerouting = chains
+        .iter()
+        .find(|c| c.get_name().to_bytes() == b"prerouting")
+        .context("maint's chains have a prerouting chain")?;
+    let flush = nftnl::Rule::new(prerouting);
+    let mut b = Batch::new(sock)?;
+    let what = format!("flushing chain inet {name} prerouting");
+    // SAFETY: as in `apply`: one message into a buffer sized for it.
+    b.add(sock, what, |buf, seq| unsafe {
+        flush.write(buf as *mut c_void, seq, MsgType::Del)
+    })?;
+    b.finish(sock)?;
+    Ok(b)
+}
+
 /// The `clear` transaction: delete table `inet <name>`, nothing else.
 pub fn clear(sock: &mut Socket, name: &str) -> anyhow::Result<Batch> {
     let cname = CString::new(name).context("table name contains a NUL byte")?;

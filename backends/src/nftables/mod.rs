@@ -171,6 +171,24 @@ impl Backend for Nftables {
         render::clear(&self.table)
     }
 
+    // nft flush chain inet maint prerouting
+    fn stop_new_redirects(&self) -> Result<()> {
+        let mut sock = self.open()?;
+        if self.check_ownership(&mut sock, "change")?.is_none() {
+            return Ok(());
+        }
+        let batch = batch::flush_redirects(&mut sock, &self.table)?;
+        match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
+            Ok(()) => Ok(()),
+            // Gone between our look and the flush: nothing redirects.
+            Err((_, e)) if e.errno == libc::ENOENT => Ok(()),
+            Err((seq, e)) => Err(nl_error(
+                format!("nf_tables refused {}", batch.describe(seq)),
+                e,
+            )),
+        }
+    }
+
     fn clear(&self) -> Result<bool> {
         let mut sock = self.open()?;
         if self.check_ownership(&mut sock, "delete")?.is_none() {

@@ -14,6 +14,8 @@
 //!   which new rules meet an old table or the reverse. This is why the table is defined inline
 //!   instead of being filled by a separate `-T replace`, which would need undoing by hand.
 //! - current: `pfctl -a NAME -s rules`, then `pfctl -a NAME -t NAME_src -T show`.
+//! - stop_new_redirects: `pfctl -a NAME -s rules`, then `pfctl -a NAME -F rules` (states of
+//!   the removed rules go on translating until they end or are killed).
 //! - clear: the same two reads, then `pfctl -a NAME -F rules` and `pfctl -a NAME -F Tables`.
 //!   Rules go first so the redirect stops at once; a table left alone without rules does
 //!   nothing, and the next `clear` removes it.
@@ -356,6 +358,15 @@ impl Backend for Pf {
 
     fn render_clear(&self) -> String {
         render::clear_text(&self.names)
+    }
+
+    fn stop_new_redirects(&self) -> Result<()> {
+        if self.anchor_rules()?.is_empty() {
+            return Ok(());
+        }
+        self.pfctl
+            .check(&["-a", self.anchor(), "-F", "rules"], None)?;
+        Ok(())
     }
 
     fn clear(&self) -> Result<bool> {
