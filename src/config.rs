@@ -83,6 +83,36 @@ pub struct Config {
     pub paths: Paths,
     /// Named groups of sources, usable wherever a source is: `office = ["203.0.113.0/24"]`.
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// Pages for particular sites where one host serves several, by the name visitors ask
+    /// for (`Host`; `*.example.org` covers one label): what differs from `[page]`.
+    pub sites: BTreeMap<String, SitePage>,
+}
+
+/// What one site's page changes of `[page]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitePage {
+    pub title: Option<String>,
+    pub reason: Option<String>,
+    pub contact: Option<String>,
+    pub template: Option<PathBuf>,
+    pub assets: Option<PathBuf>,
+}
+
+impl Config {
+    /// The page settings of site `name`: its own over `[page]`.
+    pub fn page_for(&self, name: &str) -> Page {
+        let mut page = self.page.clone();
+        if let Some(site) = self.sites.get(name) {
+            let site = site.clone();
+            page.title = site.title.unwrap_or(page.title);
+            page.reason = site.reason.unwrap_or(page.reason);
+            page.contact = site.contact.unwrap_or(page.contact);
+            page.template = site.template.or(page.template);
+            page.assets = site.assets.or(page.assets);
+        }
+        page
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -330,7 +360,30 @@ impl Config {
     }
 
     /// Checks what serde cannot: values that parse but make no sense together.
+    fn validate_sites(&self) -> Result<()> {
+        for name in self.sites.keys() {
+            let host = name.strip_prefix("*.").unwrap_or(name);
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                bail!(
+                    "[sites.{name:?}]: not a host name; use the name visitors type, like \
+                     \"shop.example.org\", or \"*.example.org\" for every name one label below it"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
+        self.validate_sites()?;
         let s = &self.server;
         if s.listen.is_empty() {
             bail!("server.listen is empty: give at least one address, e.g. [\"0.0.0.0\", \"::\"]");

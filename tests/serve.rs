@@ -599,3 +599,64 @@ fn assets_the_server_user_cannot_read_are_refused_when_started_as_root() {
         "{err}"
     );
 }
+
+#[test]
+fn each_configured_site_gets_its_own_page_by_the_name_asked_for() {
+    let s = TestServer::start(
+        "[page]\ntitle = \"We are down\"\n\n\
+         [sites.\"shop.example\"]\ntitle = \"Example Shop is down\"\ncontact = \"ops@shop.example\"\n\n\
+         [sites.\"*.blog.example\"]\nreason = \"The blog is moving house.\"\n\n\
+         [tls]\ndiscover = false\nself_signed = true\n",
+    );
+    let page = |host: &str| stdout(&curl(&["-H", &format!("Host: {host}"), &s.url("/")]));
+    let shop = page("Shop.Example:80");
+    assert!(
+        shop.contains("<title>Example Shop is down</title>"),
+        "{shop}"
+    );
+    assert!(shop.contains("href=\"mailto:ops@shop.example\""), "{shop}");
+    let blog = page("en.blog.example");
+    assert!(blog.contains("<title>We are down</title>"), "{blog}");
+    assert!(blog.contains("The blog is moving house."), "{blog}");
+    let other = page("other.example");
+    assert!(other.contains("<title>We are down</title>"), "{other}");
+    assert!(!other.contains("moving house"), "{other}");
+    // An absolute-form target names the site too.
+    let proxy = raw(
+        s.addr(),
+        b"GET http://shop.example/ HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        proxy.contains("<title>Example Shop is down</title>"),
+        "{proxy}"
+    );
+    // Over HTTPS with HTTP/2, by the name in the URL (SNI and :authority).
+    let port = s.https_port;
+    let h2 = stdout(&curl(&[
+        "-sk",
+        "--http2",
+        "--resolve",
+        &format!("shop.example:{port}:127.0.0.1"),
+        &format!("https://shop.example:{port}/"),
+    ]));
+    assert!(h2.contains("<title>Example Shop is down</title>"), "{h2}");
+    // A window's reason applies to every site; each keeps its title.
+    let until = "{\"op\":\"set_window\",\"until\":null,\"reason\":\"Database upgrade\"}";
+    control(&s.socket(), until);
+    let shop = page("shop.example");
+    assert!(
+        shop.contains("Database upgrade") && shop.contains("Example Shop is down"),
+        "{shop}"
+    );
+
+    // A name that is not a host name is refused, naming it.
+    let bad = TestServer::configure("[sites.\"shop example\"]\ntitle = \"x\"\n");
+    let out = bad.maint(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"shop example\""),
+        "{}",
+        stderr(&out)
+    );
+}

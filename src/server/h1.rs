@@ -431,7 +431,10 @@ fn answer_all(data: &[u8], shared: &Shared, born_ends: u64, out: &mut VecDeque<B
                     break;
                 }
                 let method = Method::from_bytes(head.method.as_bytes()).unwrap_or(Method::GET);
-                let answer = shared.page().answer(&method, head.path, head.accept);
+                let answer = shared
+                    .pages()
+                    .pick(head.host)
+                    .answer(&method, head.path, head.accept);
                 queued += queue_answer(out, &answer, close, head.http10 && !close);
                 if close {
                     batch.used = data.len();
@@ -550,8 +553,7 @@ mod tests {
     fn shared() -> Shared {
         let config = crate::config::Config::default();
         let content =
-            super::super::page::Content::load(&config.page, super::super::page::Reader::Itself)
-                .unwrap();
+            super::super::sites::Sites::load(&config, super::super::page::Reader::Itself).unwrap();
         Shared::new(config, content, None, None).unwrap()
     }
 

@@ -9,6 +9,9 @@ pub struct Head<'a> {
     /// that are not paths.
     pub path: &'a str,
     pub accept: Option<&'a str>,
+    /// The name the client asked for: the `Host` header, or an absolute-form target's
+    /// authority (which wins, RFC 9112 3.2.2).
+    pub host: Option<&'a str>,
     /// The client asked to keep the connection (or HTTP/1.1 did not ask to close it).
     pub keep_alive: bool,
     /// HTTP/1.0: keep-alive must then be confirmed in the answer.
@@ -26,9 +29,13 @@ impl<'a> Head<'a> {
         let http10 = req.version == Some(0);
         let mut keep_alive = !http10; // HTTP/1.0 closes unless it asks otherwise
         let mut accept = None;
+        let target = req.path.unwrap_or("/");
+        let mut host = authority_of(target);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("accept") {
                 accept = std::str::from_utf8(h.value).ok();
+            } else if h.name.eq_ignore_ascii_case("host") && host.is_none() {
+                host = std::str::from_utf8(h.value).ok();
             } else if h.name.eq_ignore_ascii_case("connection") {
                 if has_token(h.value, b"close") {
                     keep_alive = false;
@@ -39,8 +46,9 @@ impl<'a> Head<'a> {
         }
         Ok(Head {
             method: req.method.unwrap_or("GET"),
-            path: path_of(req.path.unwrap_or("/")),
+            path: path_of(target),
             accept,
+            host,
             keep_alive,
             http10,
             has_body: body_framing(req.headers)?,
@@ -59,6 +67,13 @@ pub fn path_of(target: &str) -> &str {
         "/"
     };
     path.split(['?', '#']).next().unwrap_or("/")
+}
+
+/// The authority of an absolute-form target (`http://shop.example:80/a` → `shop.example:80`).
+fn authority_of(target: &str) -> Option<&str> {
+    let (_, rest) = target.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|a| !a.is_empty())
 }
 
 /// Whether the request carries a body (which is never read, so the connection cannot be

@@ -124,7 +124,13 @@ async fn respond<B>(
 ) -> Response<Full<Bytes>> {
     shared.count_request();
     if req.uri().path() != WAIT_PATH {
-        return shared.page().respond(&req);
+        // HTTP/2 names the site in `:authority` (the URI), HTTP/1.1 in `Host`.
+        let host = req.uri().host().or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        return shared.pages().pick(host).respond(&req);
     }
     let ending = &shared.ending;
     let verdict = if ending.is_over() {

@@ -14,6 +14,7 @@ mod https;
 mod page;
 mod privsep;
 mod shared;
+mod sites;
 mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -55,7 +56,7 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
         Some(u) => page::Reader::As(u),
         None => page::Reader::Itself,
     };
-    let content = page::Content::load(&config.page, reader)?;
+    let content = sites::Sites::load(&config, reader)?;
     // HTTPS only with a usable certificate; otherwise `maint on` leaves 443 alone.
     let tls = match crate::certs::read_pems(&config.tls)
         .and_then(|p| tls::Identity::new(&p, config.tls.self_signed))
@@ -272,7 +273,7 @@ fn reload(shared: &Shared, config_path: &Path) {
             Some(u) => page::Reader::As(u),
             None => page::Reader::Itself,
         };
-        let content = page::Content::load(&config.page, reader)?;
+        let content = sites::Sites::load(&config, reader)?;
         shared.reload_tls(&config)?;
         shared.replace(config, content)
     });

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::hold::Ending;
 use super::page::{Content, Rendered};
 use super::privsep::KeyHelper;
+use super::sites::Sites;
 use super::tls::Identity;
 use crate::config::Config;
 use crate::control::{ServerStatus, Window};
@@ -31,10 +32,10 @@ pub struct Stats {
     pub refused_per_source: AtomicU64,
 }
 
-/// What the page is rendered from; replaced in parts by reloads and window changes.
+/// What the pages are rendered from; replaced in parts by reloads and window changes.
 struct Source {
     config: Arc<Config>,
-    content: Content,
+    content: Sites<Content>,
     window: Window,
 }
 
@@ -47,7 +48,7 @@ pub struct Limits {
 
 /// State every connection reads.
 pub struct Shared {
-    page: ArcSwap<Rendered>,
+    pages: ArcSwap<Sites<Rendered>>,
     source: Mutex<Source>,
     pub stats: Stats,
     pub http_port: u16,
@@ -75,12 +76,12 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         config: Config,
-        content: Content,
+        content: Sites<Content>,
         tls: Option<Identity>,
         key_helper: Option<KeyHelper>,
     ) -> Result<Shared> {
         let window = Window::default();
-        let page = Rendered::render(&content, &window)?;
+        let pages = content.render(&window)?;
         let limits = Limits {
             idle_timeout: config.server.idle_timeout,
             header_timeout: config.server.header_timeout,
@@ -90,7 +91,7 @@ impl Shared {
         let ending = Ending::new(config.server.wait_timeout);
         Ok(Shared {
             limits,
-            page: ArcSwap::from_pointee(page),
+            pages: ArcSwap::from_pointee(pages),
             http_port: config.server.http_port,
             https_port: tls.as_ref().map(|_| config.server.https_port),
             slots: Arc::new(Semaphore::new(config.server.max_connections)),
@@ -137,10 +138,10 @@ impl Shared {
     }
 
     /// Installs a reloaded config and page content, keeping the current window.
-    pub fn replace(&self, config: Config, content: Content) -> Result<()> {
+    pub fn replace(&self, config: Config, content: Sites<Content>) -> Result<()> {
         let mut source = self.source();
-        let page = Rendered::render(&content, &source.window)?;
-        self.page.store(Arc::new(page));
+        let pages = content.render(&source.window)?;
+        self.pages.store(Arc::new(pages));
         source.config = Arc::new(config);
         source.content = content;
         Ok(())
@@ -148,8 +149,8 @@ impl Shared {
 
     pub fn set_window(&self, window: Window) -> Result<()> {
         let mut source = self.source();
-        let page = Rendered::render(&source.content, &window)?;
-        self.page.store(Arc::new(page));
+        let pages = source.content.render(&window)?;
+        self.pages.store(Arc::new(pages));
         self.ending.set_window(window.until);
         source.window = window;
         Ok(())
@@ -173,8 +174,9 @@ impl Shared {
         }
     }
 
-    pub fn page(&self) -> arc_swap::Guard<Arc<Rendered>> {
-        self.page.load()
+    /// Every site's page, as rendered now; `pick` one by the request's host.
+    pub fn pages(&self) -> arc_swap::Guard<Arc<Sites<Rendered>>> {
+        self.pages.load()
     }
 
     pub fn count_request(&self) {
