@@ -125,12 +125,20 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
     let off = pf.json(&["off"]);
     assert_eq!(off["changed"], true);
     let calls = pf.calls();
-    assert!(
-        calls.ends_with(&[
-            "pfctl -a maint -F rules".into(),
-            "pfctl -a maint -F Tables".into(),
-            "pfctl -k label -k maint-redirect".into()
-        ]),
+    // The rules go first (new connections reach the app; the redirected ones keep their
+    // translation while the server answers them), then whatever is left, then the states.
+    // pf destroys a table without the persist flag with the last rule that used it.
+    assert_eq!(
+        calls,
+        [
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -t maint_src -T show",
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -F rules",
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -s Tables",
+            "pfctl -k label -k maint-redirect"
+        ],
         "{calls:?}"
     );
     assert!(pf.anchor_rules().trim().is_empty());

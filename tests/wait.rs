@@ -136,13 +136,25 @@ fn the_windows_end_answers_held_requests_off() {
 }
 
 #[test]
-fn keep_alive_connections_from_before_the_end_are_closed_unanswered() {
+fn reused_connections_from_before_the_end_are_closed_unanswered() {
     let s = TestServer::start("");
     let mut old = connect(s.addr());
     old.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let page = read_response(&mut old);
     assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    // Accepted before the end, its first request after it: a client would not send that
+    // one again, so it is answered, and the connection closed.
+    let mut fresh = connect(s.addr());
+    wait_until(Duration::from_secs(5), "both connections accepted", || {
+        control(&s.socket(), r#"{"op":"status"}"#)["status"]["connections"] == 2
+    });
     end(&s);
+    fresh
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let first = read_response(&mut fresh);
+    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    assert!(first.contains("connection: close"), "{first}");
     // The browser's next request on its old connection meets a close (and is sent again on a
     // new one); a new connection is answered as usual (`maint on`'s health check is one).
     old.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

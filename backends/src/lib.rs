@@ -275,8 +275,9 @@ pub trait Backend: Send + Sync {
     /// Stops redirecting new connections, while the connections already redirected keep
     /// being translated, so the maintenance server can still answer them (the held requests
     /// that send visitors back): nftables keeps the nat chain and flushes its rules; pf keeps
-    /// the states of removed rules by itself. `clear` removes the rest.
-    fn stop_new_redirects(&self) -> Result<()>;
+    /// the states of removed rules by itself. `clear` removes the rest. Returns whether there
+    /// was a redirect to remove.
+    fn stop_new_redirects(&self) -> Result<bool>;
 
     /// Removes everything maint created. Returns whether there was anything to remove.
     fn clear(&self) -> Result<bool>;

@@ -739,6 +739,16 @@ fn clients_move_both_ways(loose: u8) {
     let mut local = server.within(|| connect("127.0.0.1:8503")).unwrap();
     assert_eq!(ask(&mut local, "hello").unwrap(), "MAINT");
 
+    // `off`, first step: new connections reach the app, while the redirected one is still
+    // translated both ways, so the maintenance server can still answer it.
+    assert!(server.within(|| backend().stop_new_redirects().unwrap()));
+    let mut fresh = client.within(|| connect("192.0.2.1:80")).unwrap();
+    assert_eq!(ask(&mut fresh, "hello").unwrap(), "APP");
+    assert_eq!(
+        ask(&mut m, "answered after the redirect rules went?").unwrap(),
+        "MAINT"
+    );
+
     let p = policy.clone();
     let killed = server.within(move || {
         let b = backend();

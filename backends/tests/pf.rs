@@ -420,6 +420,23 @@ fn clear_flushes_only_the_anchor() {
 }
 
 #[test]
+fn stop_new_redirects_flushes_the_rules_and_leaves_the_states() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    pf.apply(&office_policy()).unwrap();
+    fake.write("states", STATES);
+    let before = fake.commands().len();
+    assert!(pf.stop_new_redirects().unwrap());
+    assert_eq!(
+        fake.commands()[before..],
+        ["pfctl -a maint -s rules", "pfctl -a maint -F rules"]
+    );
+    assert_eq!(pf.current().unwrap(), None, "nothing redirects any more");
+    assert_eq!(fake.read("states"), STATES, "the redirected states live on");
+    assert!(!pf.stop_new_redirects().unwrap(), "nothing left to stop");
+}
+
+#[test]
 fn clear_also_works_when_the_anchor_was_never_called() {
     // `maint off` must work even if someone removed the anchor line since `on`.
     let fake = Fake::new("block return all\n");

@@ -277,14 +277,14 @@ impl Controller {
 
         // 1. No new connection is redirected, but the redirected ones are still translated,
         // so the server can answer them.
-        backend.stop_new_redirects()?;
+        let stopped = backend.stop_new_redirects()?;
         // 2. The server answers every visitor's held request "off" (their pages go back at
         // once) and replies when those answers are out. Removing the table first would lose
         // them, and pages would wait for their own timeout.
         let socket = paths.control_socket();
         let server = control::ask(&socket, &Request::End).ok();
         // 3. The rest of the table, then the redirected states.
-        let removed = backend.clear()?;
+        let removed = backend.clear()? || stopped;
         // Which redirected states to kill: those to the ports that were in place.
         let policy = current
             .or_else(|| record.as_ref().map(|r| r.policy.clone()))

@@ -33,10 +33,10 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{IoSlice, Write};
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::Method;
@@ -47,8 +47,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::head::Head;
 use super::hold::{Held, Verdict, WAIT_PATH};
-use super::page::Answer;
 use super::shared::{ConnectionGuard, Shared};
+use super::wire::{error, queue_answer, wait_answer};
 
 /// Largest read at once; a request head larger than `max_header_bytes` is refused anyway.
 const READ_CHUNK: usize = 16 * 1024;
@@ -59,9 +59,6 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
 /// Answers queued for one connection, in bytes, above which no further request is parsed.
 pub const QUEUE_CAP: usize = 64 * 1024;
-/// Bodies up to this size are copied next to their head (one buffer, one write); larger
-/// ones are queued as the page's or asset's own shared bytes.
-const COPY_BODY_MAX: usize = 16 * 1024;
 /// Slices handed to one vectored write.
 const WRITEV_MAX: usize = 16;
 
@@ -95,8 +92,8 @@ pin_project_lite::pin_project! {
         writing: Option<mpsc::Sender<()>>,
         // While a wait request is held, and while its "off" answer is written.
         held: Option<Box<Held>>,
-        // How many times maintenance had ended when this connection was accepted.
-        born_ends: u64,
+        // When it was accepted and whether it answered a request since.
+        history: History,
         state: State,
         // Idle timeout between requests and while answers wait, header timeout within a
         // head, linger when closing.
@@ -108,7 +105,10 @@ pin_project_lite::pin_project! {
 impl Conn {
     pub fn new(stream: TcpStream, guard: ConnectionGuard) -> Conn {
         let idle = guard.shared.limits.idle_timeout;
-        let born_ends = guard.shared.ending.ends();
+        let history = History {
+            born_ends: guard.shared.ending.ends(),
+            served: false,
+        };
         Conn {
             stream,
             guard,
@@ -116,7 +116,7 @@ impl Conn {
             unsent: VecDeque::new(),
             writing: None,
             held: None,
-            born_ends,
+            history,
             state: State::Serving,
             deadline: tokio::time::sleep(idle),
         }
@@ -235,7 +235,7 @@ impl Future for Conn {
             let held = if this.pending.is_empty() {
                 None
             } else {
-                let batch = answer_all(this.pending, shared, *this.born_ends, this.unsent);
+                let batch = answer_all(this.pending, shared, this.history, this.unsent);
                 this.pending.drain(..batch.used);
                 let head_started = batch.used > 0;
                 (batch.answered || batch.hold || batch.close).then_some((batch, head_started))
@@ -260,7 +260,7 @@ impl Future for Conn {
                             this.pending.extend_from_slice(&buf[..n]);
                         }
                         let data: &[u8] = if fresh { &buf[..n] } else { this.pending };
-                        let batch = answer_all(data, shared, *this.born_ends, this.unsent);
+                        let batch = answer_all(data, shared, this.history, this.unsent);
                         let rest = data[batch.used..].to_vec();
                         *this.pending = rest;
                         // The clock for a head starts at its first byte: when this read began
@@ -277,7 +277,7 @@ impl Future for Conn {
                 }
             };
             if batch.hold {
-                *this.held = Some(Box::new(Held::new(this.guard.shared.clone())));
+                *this.held = Some(Box::new(shared.hold()));
                 *this.state = State::Holding;
                 this.deadline.as_mut().reset(shared.ending.hold_deadline());
                 continue;
@@ -353,6 +353,15 @@ fn write_queued(
     Poll::Ready(Ok(()))
 }
 
+/// What a connection has been through, for requests that arrive after maintenance ended.
+#[derive(Clone, Copy)]
+struct History {
+    /// How many times maintenance had ended when the connection was accepted.
+    born_ends: u64,
+    /// It answered a request before: a client reusing it retries elsewhere if it closes.
+    served: bool,
+}
+
 /// What answering the complete requests at the start of some received bytes did.
 struct Batch {
     /// Bytes consumed (complete requests answered).
@@ -369,9 +378,13 @@ struct Batch {
 
 /// Answers the complete request heads at the start of `data` (pipelining), queueing the
 /// answers, until the data ends, a head is incomplete, the queue holds [`QUEUE_CAP`], or a
-/// request is to be held. `born_ends` is when the connection was accepted (see
-/// [`super::hold::Ending::ends`]).
-fn answer_all(data: &[u8], shared: &Shared, born_ends: u64, out: &mut VecDeque<Bytes>) -> Batch {
+/// request is to be held. `history` is the connection's, and is updated.
+fn answer_all(
+    data: &[u8],
+    shared: &Shared,
+    history: &mut History,
+    out: &mut VecDeque<Bytes>,
+) -> Batch {
     let max_head = shared.limits.max_header_bytes;
     // The caller writes what is queued before answering more, so the queue starts empty.
     debug_assert!(out.is_empty());
@@ -422,14 +435,20 @@ fn answer_all(data: &[u8], shared: &Shared, born_ends: u64, out: &mut VecDeque<B
                     }
                     break;
                 }
-                if ending.ended_since(born_ends) {
-                    // A connection from before maintenance ended: close it unanswered. A
-                    // browser sends a request that meets a closed keep-alive connection
-                    // again on a new one, which reaches the site.
+                let ended = ending.ended_since(history.born_ends);
+                if ended && history.served {
+                    // A kept-alive connection from before maintenance ended: close it
+                    // unanswered. Clients send a request that meets a closed reused
+                    // connection again on a new one (browsers do, and RFC 9110 9.2.2 allows
+                    // it for idempotent requests), which reaches the site.
                     batch.used = data.len();
                     batch.close = true;
                     break;
                 }
+                // Its first request still gets the page (a client would not send it again),
+                // and then a close.
+                let close = close || ended;
+                history.served = true;
                 let method = Method::from_bytes(head.method.as_bytes()).unwrap_or(Method::GET);
                 let answer = shared
                     .pages()
@@ -461,94 +480,18 @@ fn answer_all(data: &[u8], shared: &Shared, born_ends: u64, out: &mut VecDeque<B
     batch
 }
 
-/// Queues one answer: its head, with the body copied next to it when small, or followed by
-/// the body's own shared bytes. Returns the bytes queued.
-fn queue_answer(out: &mut VecDeque<Bytes>, a: &Answer, close: bool, keep_alive_10: bool) -> usize {
-    let copy_body = a.body.len() <= COPY_BODY_MAX;
-    let mut head = Vec::with_capacity(320 + if copy_body { a.body.len() } else { 0 });
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\n",
-        a.status.as_str(),
-        a.status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in &a.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"date: ");
-    head.extend_from_slice(&date());
-    head.extend_from_slice(b"\r\n");
-    if close {
-        head.extend_from_slice(b"connection: close\r\n");
-    } else if keep_alive_10 {
-        // HTTP/1.0 keeps a connection only when the answer says so (RFC 9112 9.3).
-        head.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    let len = head.len() + a.body.len();
-    if copy_body {
-        head.extend_from_slice(&a.body);
-        out.push_back(Bytes::from(head));
-    } else {
-        out.push_back(Bytes::from(head));
-        out.push_back(a.body.clone());
-    }
-    len
-}
-
-/// The answer to a held request: 204, whether maintenance goes on, and a close when it is
-/// over (the page's next request must open a new connection, which reaches the site).
-fn wait_answer(verdict: Verdict) -> Bytes {
-    let close = if verdict == Verdict::Off {
-        "connection: close\r\n"
-    } else {
-        ""
-    };
-    Bytes::from(format!(
-        "HTTP/1.1 204 No Content\r\n{}: {}\r\ncache-control: no-store\r\n{close}\r\n",
-        crate::control::MARKER,
-        verdict.header()
-    ))
-}
-
-fn error(status: &str) -> Bytes {
-    Bytes::from(format!(
-        "HTTP/1.1 {status}\r\ncontent-length: 0\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
-    ))
-}
-
-/// The Date header, formatted once per second per thread.
-fn date() -> Bytes {
-    thread_local! {
-        static CACHE: RefCell<(u64, Bytes)> = const { RefCell::new((0, Bytes::new())) };
-    }
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    CACHE.with_borrow_mut(|(at, value)| {
-        if *at != now {
-            *at = now;
-            *value = Bytes::from(crate::time::httpdate(now));
-        }
-        value.clone()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn date_is_an_http_date() {
-        let d = String::from_utf8(date().to_vec()).unwrap();
-        assert!(d.ends_with(" GMT") && d.len() == 29, "{d}");
-    }
-
     use proptest::prelude::*;
+
+    fn fresh() -> History {
+        History {
+            born_ends: 0,
+            served: false,
+        }
+    }
 
     fn shared() -> Shared {
         let config = crate::config::Config::default();
@@ -604,7 +547,7 @@ mod tests {
         fn any_bytes_get_an_answer_or_wait(data in prop::collection::vec(any::<u8>(), 0..4096)) {
             let shared = shared();
             let mut out = VecDeque::new();
-            let batch = answer_all(&data, &shared, 0, &mut out);
+            let batch = answer_all(&data, &shared, &mut fresh(), &mut out);
             prop_assert!(batch.used <= data.len());
             for status in statuses(&out) {
                 if (400..500).contains(&status) {
@@ -633,7 +576,7 @@ mod tests {
                 }
             }
             let mut out = VecDeque::new();
-            let batch = answer_all(data.as_bytes(), &shared, 0, &mut out);
+            let batch = answer_all(data.as_bytes(), &shared, &mut fresh(), &mut out);
             let got = statuses(&out);
             prop_assert_eq!(got.len(), expected, "{:?}", got);
             prop_assert!(got.iter().all(|s| [200, 404, 503].contains(s)), "{:?}", got);
@@ -649,7 +592,7 @@ mod tests {
             let shared = shared();
             let data = format!("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n");
             let mut out = VecDeque::new();
-            let batch = answer_all(data.as_bytes(), &shared, 0, &mut out);
+            let batch = answer_all(data.as_bytes(), &shared, &mut fresh(), &mut out);
             // Leading or trailing spaces are optional whitespace and fine; the rest is not.
             if value.trim().bytes().all(|b| b.is_ascii_digit()) && !value.trim().is_empty() {
                 prop_assert!(statuses(&out).iter().all(|s| *s == 503));

@@ -22,8 +22,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::shared::Shared;
-
 /// Where the page holds its request.
 pub const WAIT_PATH: &str = "/.maint/wait";
 
@@ -163,32 +161,29 @@ impl Ending {
 
 /// One held request, counted from the moment it is held until its answer is out (dropped).
 pub struct Held {
-    /// Resolves when maintenance ends or the server stops; never polled after that.
+    /// Resolves when maintenance ends or `stopped` does (the server stops); never polled
+    /// after that.
     pub signal: Pin<Box<dyn Future<Output = ()> + Send>>,
-    shared: Arc<Shared>,
+    ending: Arc<Ending>,
 }
 
 impl Held {
-    pub fn new(shared: Arc<Shared>) -> Held {
-        shared.ending.held.send_modify(|n| *n += 1);
-        let mut over = shared.ending.over.subscribe();
-        let stopped = shared.stop_signal();
+    pub fn new(ending: Arc<Ending>, stopped: impl Future<Output = ()> + Send + 'static) -> Held {
+        ending.held.send_modify(|n| *n += 1);
+        let mut over = ending.over.subscribe();
         let signal = Box::pin(async move {
             tokio::select! {
                 _ = over.wait_for(|&o| o) => {}
                 () = stopped => {}
             }
         });
-        Held { signal, shared }
+        Held { signal, ending }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.shared
-            .ending
-            .held
-            .send_modify(|n| *n = n.saturating_sub(1));
+        self.ending.held.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
-use super::hold::{Held, Verdict, WAIT_PATH};
+use super::hold::{Verdict, WAIT_PATH};
 use super::shared::{ConnectionGuard, Shared};
 use super::tls::Identity;
 
@@ -136,7 +136,7 @@ async fn respond<B>(
     let verdict = if ending.is_over() {
         Verdict::Off
     } else {
-        let mut held = Held::new(shared.clone());
+        let mut held = shared.hold();
         let _holding = Holding::new(holding);
         tokio::select! {
             () = held.signal.as_mut() => {}

@@ -16,6 +16,7 @@ mod privsep;
 mod shared;
 mod sites;
 mod tls;
+mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;

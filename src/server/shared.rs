@@ -15,7 +15,7 @@ use anyhow::Result;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::hold::Ending;
+use super::hold::{Ending, Held};
 use super::page::{Content, Rendered};
 use super::privsep::KeyHelper;
 use super::sites::Sites;
@@ -60,7 +60,7 @@ pub struct Shared {
     per_source: Mutex<HashMap<Source64, usize>>,
     max_per_source: usize,
     /// Whether and when maintenance ends, for held requests.
-    pub ending: Ending,
+    pub ending: Arc<Ending>,
     /// Flips to true on SIGTERM: accept loops stop, HTTPS connections are asked to finish.
     stop: watch::Sender<bool>,
     /// Every HTTP/1.1 connection with an answer not yet fully written, and every HTTPS
@@ -88,7 +88,7 @@ impl Shared {
             max_header_bytes: config.server.max_header_bytes,
         };
         let (writing, all_written) = mpsc::channel(1);
-        let ending = Ending::new(config.server.wait_timeout);
+        let ending = Arc::new(Ending::new(config.server.wait_timeout));
         Ok(Shared {
             limits,
             pages: ArcSwap::from_pointee(pages),
@@ -190,6 +190,11 @@ impl Shared {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")
+    }
+
+    /// A request held now: it ends when maintenance does, or shutdown begins.
+    pub fn hold(&self) -> Held {
+        Held::new(self.ending.clone(), self.stop_signal())
     }
 
     /// Resolves once shutdown has begun.

@@ -172,16 +172,16 @@ impl Backend for Nftables {
     }
 
     // nft flush chain inet maint prerouting
-    fn stop_new_redirects(&self) -> Result<()> {
+    fn stop_new_redirects(&self) -> Result<bool> {
         let mut sock = self.open()?;
         if self.check_ownership(&mut sock, "change")?.is_none() {
-            return Ok(());
+            return Ok(false);
         }
         let batch = batch::flush_redirects(&mut sock, &self.table)?;
         match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             // Gone between our look and the flush: nothing redirects.
-            Err((_, e)) if e.errno == libc::ENOENT => Ok(()),
+            Err((_, e)) if e.errno == libc::ENOENT => Ok(false),
             Err((seq, e)) => Err(nl_error(
                 format!("nf_tables refused {}", batch.describe(seq)),
                 e,

@@ -360,13 +360,14 @@ impl Backend for Pf {
         render::clear_text(&self.names)
     }
 
-    fn stop_new_redirects(&self) -> Result<()> {
+    fn stop_new_redirects(&self) -> Result<bool> {
         if self.anchor_rules()?.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        // The table goes with its last rule (it is not `persist`); states stay.
         self.pfctl
             .check(&["-a", self.anchor(), "-F", "rules"], None)?;
-        Ok(())
+        Ok(true)
     }
 
     fn clear(&self) -> Result<bool> {
