@@ -237,24 +237,8 @@ fn open_keepalive_connections_move_over_at_once() {
                 &format!("net.netfilter.nf_conntrack_tcp_loose={loose}"),
             ],
         );
-        // Start the server first so `on` is quick and the keep-alive connection stays young.
-        let (to_client, from_test) = std::sync::mpsc::channel::<()>();
-        let (to_test, from_client) = std::sync::mpsc::channel::<Vec<String>>();
-        let target = format!("{}:80", site.lab.server_public_v4);
-        let client = site.lab.in_ns(&site.lab.public.ns, move || {
-            let mut seen = Vec::new();
-            let mut conn = KeepAlive::connect(&target);
-            seen.push(conn.get_retrying_once(&target));
-            to_test.send(seen.clone()).unwrap();
-            from_test.recv().unwrap(); // after `on`
-            seen.push(conn.get_retrying_once(&target));
-            to_test.send(seen.clone()).unwrap();
-            from_test.recv().unwrap(); // after `off`
-            seen.push(conn.get_retrying_once(&target));
-            seen
-        });
-        let before = from_client.recv().unwrap();
-        assert_eq!(before[0], "APP", "loose={loose} firewall={firewall}");
+        let client = KeptAliveClient::start(&site);
+        assert_eq!(client.first, "APP", "loose={loose} firewall={firewall}");
         let on = site.maint_json(&["on"]);
         if firewall {
             assert!(
@@ -262,10 +246,9 @@ fn open_keepalive_connections_move_over_at_once() {
                 "loose={loose}: the open connection's state was killed: {on}"
             );
         }
-        to_client.send(()).unwrap();
-        let during = from_client.recv().unwrap();
         assert_eq!(
-            during[1], "MAINTENANCE",
+            client.next(),
+            "MAINTENANCE",
             "loose={loose} firewall={firewall}: the kept-alive client must not linger on the app"
         );
         let off = site.maint_json(&["off"]);
@@ -273,10 +256,9 @@ fn open_keepalive_connections_move_over_at_once() {
             off["states_killed"].as_u64().unwrap() >= 1,
             "loose={loose} firewall={firewall}: {off}"
         );
-        to_client.send(()).unwrap();
-        let after = client.join().unwrap();
         assert_eq!(
-            after[2], "APP",
+            client.next(),
+            "APP",
             "loose={loose} firewall={firewall}: back to the app at once after off"
         );
     }
@@ -289,27 +271,14 @@ fn an_added_exception_moves_that_clients_open_connections_back_at_once() {
     }
     let site = Site::new();
     site.maint_ok(&["on"]);
-    let (to_client, from_test) = std::sync::mpsc::channel::<()>();
-    let (to_test, from_client) = std::sync::mpsc::channel::<Vec<String>>();
-    let target = format!("{}:80", site.lab.server_public_v4);
-    let client = site.lab.in_ns(&site.lab.public.ns, move || {
-        let mut seen = Vec::new();
-        let mut conn = KeepAlive::connect(&target);
-        seen.push(conn.get_retrying_once(&target));
-        to_test.send(seen.clone()).unwrap();
-        from_test.recv().unwrap(); // after the exception is added
-        seen.push(conn.get_retrying_once(&target));
-        seen
-    });
-    assert_eq!(from_client.recv().unwrap()[0], "MAINTENANCE");
+    let client = KeptAliveClient::start(&site);
+    assert_eq!(client.first, "MAINTENANCE");
     // The public client (198.51.100.10) is excepted now: its kept-alive connection to the
     // maintenance server must not keep it on the page.
     let on = site.maint_json(&["on", "--except", "198.51.100.10"]);
     assert_eq!(on["changed"], true, "{on}");
     assert!(on["states_killed"].as_u64().unwrap() >= 1, "{on}");
-    to_client.send(()).unwrap();
-    let seen = client.join().unwrap();
-    assert_eq!(seen[1], "APP", "back on the app at once: {seen:?}");
+    assert_eq!(client.next(), "APP", "back on the app at once");
     site.maint_ok(&["off"]);
 }
 
@@ -451,6 +420,39 @@ impl KeepAlive {
                 self.get().unwrap_or_else(|e| format!("FAILED: {e}"))
             }
         }
+    }
+}
+
+/// The public client with one kept-alive connection to the site, on a thread in its
+/// namespace: it asks once at start (`first`) and once more on each `next`, reconnecting once
+/// if the connection was cut.
+struct KeptAliveClient {
+    first: String,
+    go: std::sync::mpsc::Sender<()>,
+    answers: std::sync::mpsc::Receiver<String>,
+}
+
+impl KeptAliveClient {
+    fn start(site: &Site) -> KeptAliveClient {
+        let (go, asked) = std::sync::mpsc::channel::<()>();
+        let (answer, answers) = std::sync::mpsc::channel::<String>();
+        let target = format!("{}:80", site.lab.server_public_v4);
+        // Detached: it ends when `go` is dropped with the client.
+        drop(site.lab.in_ns(&site.lab.public.ns, move || {
+            let mut conn = KeepAlive::connect(&target);
+            while answer.send(conn.get_retrying_once(&target)).is_ok() {
+                if asked.recv().is_err() {
+                    break;
+                }
+            }
+        }));
+        let first = answers.recv().unwrap();
+        KeptAliveClient { first, go, answers }
+    }
+
+    fn next(&self) -> String {
+        self.go.send(()).unwrap();
+        self.answers.recv().unwrap()
     }
 }
 

@@ -689,6 +689,20 @@ fn site(loose: u8) -> (Netns, Netns) {
         sh("ip addr add 192.0.2.2/24 dev veth1");
         sh("ip -6 addr add 2001:db8::2/64 dev veth1 nodad");
         sh("ip link set veth1 up");
+        // A veth pair carries packets once both ends are up, which on a loaded machine can
+        // take longer than one connect timeout: wait until the server's kernel answers (a
+        // refusal on a closed port, so no connection to the app is left to count).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let answers = |addr: &str| {
+            matches!(connect(addr), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+        };
+        while !answers("192.0.2.1:9") || !answers("[2001:db8::1]:9") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test link did not come up within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     });
     (server, client)
 }

@@ -72,6 +72,29 @@ impl Nftables {
         Socket::open().map_err(|e| nl_error("opening a netfilter netlink socket", e))
     }
 
+    /// Runs the transaction `build` makes on maint's table, if there is one and it is maint's
+    /// (`action` says what for the refusal). Returns whether there was a table to change.
+    fn change_own_table(
+        &self,
+        action: &str,
+        build: fn(&mut Socket, &str) -> anyhow::Result<batch::Batch>,
+    ) -> Result<bool> {
+        let mut sock = self.open()?;
+        if self.check_ownership(&mut sock, action)?.is_none() {
+            return Ok(false);
+        }
+        let batch = build(&mut sock, &self.table)?;
+        match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
+            Ok(()) => Ok(true),
+            // Gone between our look and the change: nothing left to change.
+            Err((_, e)) if e.errno == libc::ENOENT => Ok(false),
+            Err((seq, e)) => Err(nl_error(
+                format!("nf_tables refused {}", batch.describe(seq)),
+                e,
+            )),
+        }
+    }
+
     /// Refuses to go on when a table of our name exists that maint did not create.
     fn check_ownership(
         &self,
@@ -173,37 +196,12 @@ impl Backend for Nftables {
 
     // nft flush chain inet maint prerouting
     fn stop_new_redirects(&self) -> Result<bool> {
-        let mut sock = self.open()?;
-        if self.check_ownership(&mut sock, "change")?.is_none() {
-            return Ok(false);
-        }
-        let batch = batch::flush_redirects(&mut sock, &self.table)?;
-        match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
-            Ok(()) => Ok(true),
-            // Gone between our look and the flush: nothing redirects.
-            Err((_, e)) if e.errno == libc::ENOENT => Ok(false),
-            Err((seq, e)) => Err(nl_error(
-                format!("nf_tables refused {}", batch.describe(seq)),
-                e,
-            )),
-        }
+        self.change_own_table("change", batch::flush_redirects)
     }
 
+    // nft delete table inet maint
     fn clear(&self) -> Result<bool> {
-        let mut sock = self.open()?;
-        if self.check_ownership(&mut sock, "delete")?.is_none() {
-            return Ok(false);
-        }
-        let batch = batch::clear(&mut sock, &self.table)?;
-        match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
-            Ok(()) => Ok(true),
-            // Gone between our look and the delete: nothing left to remove.
-            Err((_, e)) if e.errno == libc::ENOENT => Ok(false),
-            Err((seq, e)) => Err(nl_error(
-                format!("nf_tables refused {}", batch.describe(seq)),
-                e,
-            )),
-        }
+        self.change_own_table("delete", batch::clear)
     }
 
     fn kill_disagreeing_states(&self, policy: &Policy, redirected: &[PortMap]) -> Result<usize> {
