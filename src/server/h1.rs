@@ -277,6 +277,10 @@ impl Future for Conn {
                 }
             };
             if batch.hold {
+                if batch.answered {
+                    // Pipelined answers before the held request still go out first.
+                    *this.writing = shared.writing();
+                }
                 *this.held = Some(Box::new(shared.hold()));
                 *this.state = State::Holding;
                 this.deadline.as_mut().reset(shared.ending.hold_deadline());
