@@ -48,6 +48,14 @@ impl PortMap {
             .collect::<Vec<_>>()
             .join(", ")
     }
+
+    /// The maintenance server's ports these maps redirect to, each once, ascending.
+    pub fn servers(ports: &[PortMap]) -> Vec<u16> {
+        let mut servers: Vec<u16> = ports.iter().map(|p| p.server).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        servers
+    }
 }
 
 /// This host's own addresses, loopback included: connections from them are never redirected

@@ -121,9 +121,7 @@ impl Controller {
         // 3. Health gate: never redirect visitors into a void. A server started here is
         // stopped again if anything below fails.
         let supervisor = self.supervisor();
-        let mut targets: Vec<u16> = policy.ports.iter().map(|p| p.server).collect();
-        targets.dedup();
-        let started = match supervisor.ensure_server(&targets) {
+        let started = match supervisor.ensure_server(&PortMap::servers(&policy.ports)) {
             Ok(started) => started,
             Err(e) if req.force => {
                 outcome
@@ -419,10 +417,9 @@ impl Controller {
         });
         out.extend(crate::certs::check(&self.config.tls));
         match control::ask(&self.config.paths.control_socket(), &Request::Status) {
-            Ok(s) => match probe::http(&self.config, &s).and_then(|()| {
-                let servers: Vec<u16> = ports.iter().map(|p| p.server).collect();
-                target::check_owner(&servers, s.pid)
-            }) {
+            Ok(s) => match probe::http(&self.config, &s)
+                .and_then(|()| target::check_owner(&PortMap::servers(&ports), s.pid))
+            {
                 Ok(()) => out.push(Finding::ok(format!(
                     "maintenance server (pid {}) answers on port {}",
                     s.pid, s.http_port

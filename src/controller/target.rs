@@ -34,10 +34,7 @@ fn unprivileged_port_start() -> u32 {
 /// Refuses a redirect to a port an unprivileged user could bind.
 pub fn check_privileged(ports: &[PortMap]) -> Result<()> {
     let start = unprivileged_port_start();
-    let mut servers: Vec<u16> = ports.iter().map(|p| p.server).collect();
-    servers.sort_unstable();
-    servers.dedup();
-    let open: Vec<String> = servers
+    let open: Vec<String> = PortMap::servers(ports)
         .iter()
         .filter(|&&p| u32::from(p) >= start)
         .map(u16::to_string)

@@ -47,8 +47,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::head::Head;
 use super::hold::{Held, Verdict, WAIT_PATH};
+use super::page::wait_answer;
 use super::shared::{ConnectionGuard, Shared};
-use super::wire::{error, queue_answer, wait_answer};
+use super::wire::{error, queue_answer};
 
 /// Largest read at once; a request head larger than `max_header_bytes` is refused anyway.
 const READ_CHUNK: usize = 16 * 1024;
@@ -192,7 +193,8 @@ impl Future for Conn {
                 let ended = held.signal.as_mut().poll(cx).is_ready();
                 if ended || this.deadline.as_mut().poll(cx).is_ready() {
                     let verdict = shared.ending.verdict();
-                    this.unsent.push_back(wait_answer(verdict));
+                    let off = verdict == Verdict::Off;
+                    queue_answer(this.unsent, &wait_answer(verdict), off, false);
                     *this.writing = shared.writing();
                     if verdict == Verdict::Off {
                         *this.state = State::Closing {
@@ -432,7 +434,7 @@ fn answer_all(
                 if head.path == WAIT_PATH && !head.has_body {
                     if ending.is_over() {
                         // Over already: say so at once.
-                        out.push_back(wait_answer(Verdict::Off));
+                        queue_answer(out, &wait_answer(Verdict::Off), true, false);
                         batch.close = true;
                     } else {
                         batch.hold = true;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Request, Response, Version};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
 use super::hold::{Verdict, WAIT_PATH};
+use super::page::wait_answer;
 use super::shared::{ConnectionGuard, Shared};
 use super::tls::Identity;
 
@@ -147,17 +148,11 @@ async fn respond<B>(
     if verdict == Verdict::Off {
         ending.note_https_answer();
     }
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    let h = resp.headers_mut();
-    h.insert(
-        crate::control::MARKER,
-        HeaderValue::from_static(verdict.header()),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut resp = wait_answer(verdict).into_response();
     // HTTP/2 has no `connection` header: its connection is finished by GOAWAY instead.
     if verdict == Verdict::Off && req.version() < Version::HTTP_2 {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

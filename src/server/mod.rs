@@ -11,6 +11,7 @@ mod h1;
 mod head;
 mod hold;
 mod https;
+mod negotiate;
 mod page;
 mod privsep;
 mod shared;

@@ -1,5 +1,5 @@
 //! HTTP/1.1 answers as bytes on the wire, for the hand-written path (`h1`): the page
-//! or an asset behind its head, the answer to a held request, and refusals.
+//! or an asset behind its head, and refusals.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::hold::Verdict;
 use super::page::Answer;
 
 /// Bodies up to this size are copied next to their head (one buffer, one write); larger
@@ -56,21 +55,6 @@ pub fn queue_answer(
         out.push_back(a.body.clone());
     }
     len
-}
-
-/// The answer to a held request: 204, whether maintenance goes on, and a close when it is
-/// over (the page's next request must open a new connection, which reaches the site).
-pub fn wait_answer(verdict: Verdict) -> Bytes {
-    let close = if verdict == Verdict::Off {
-        "connection: close\r\n"
-    } else {
-        ""
-    };
-    Bytes::from(format!(
-        "HTTP/1.1 204 No Content\r\n{}: {}\r\ncache-control: no-store\r\n{close}\r\n",
-        crate::control::MARKER,
-        verdict.header()
-    ))
 }
 
 pub fn error(status: &str) -> Bytes {
