@@ -14,6 +14,11 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// `on` refused because the maintenance server did not answer (use --force to override).
     pub const SERVER_UNHEALTHY: u8 = 3;
+    /// `status` found drift: the kernel, the maintenance server and the record disagree
+    /// (a table flushed away, a dead server, a changed redirect). The report says what.
+    pub const DRIFT: u8 = 4;
+    /// `status` could not read the firewall (not root): it reports the record's word only.
+    pub const KERNEL_UNREADABLE: u8 = 5;
 }
 
 const AFTER_HELP: &str = "\
@@ -26,7 +31,9 @@ Examples:
   maint off                           everyone back to the app, at once
 
 Exit codes: 0 done (also when nothing changed), 1 failed, 2 bad usage or input,
-3 maintenance server not healthy (`on` refused; --force overrides).";
+3 maintenance server not healthy (`on` refused; --force overrides),
+4 `status` found drift (kernel, server and record disagree), 5 `status` could not read
+the firewall (run it as root).";
 
 /// Put a website into maintenance at the packet filter.
 ///

@@ -154,6 +154,12 @@ pub struct Server {
     /// How long SIGTERM waits for open requests before exiting.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
+    /// `maint serve` puts the recorded maintenance back when it starts (after a reboot),
+    /// unless its window has ended.
+    pub restore: bool,
+    /// While maintenance is on, `maint serve` puts maint's firewall state back when another
+    /// program removes or changes it (a firewall reload, `nft flush ruleset`).
+    pub keep: bool,
 }
 
 impl Default for Server {
@@ -171,6 +177,8 @@ impl Default for Server {
             max_header_bytes: 16 * 1024,
             wait_timeout: Duration::from_secs(50),
             drain_timeout: Duration::from_secs(10),
+            restore: true,
+            keep: true,
         }
     }
 }
@@ -283,9 +291,12 @@ pub enum BackendChoice {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Paths {
-    /// Holds the state record, the lock, and by default the control socket and pid file.
-    /// Under /run so that, like the kernel tables, it does not outlive a reboot.
+    /// The record of what the operator asked for (`maintenance.json` and `policy.json`).
+    /// Persistent, so `maint serve` can put maintenance back after a reboot.
     pub state_dir: PathBuf,
+    /// The lock, and by default the control socket, the pid file and a background server's
+    /// log: what belongs to running processes and goes with a reboot.
+    pub runtime_dir: PathBuf,
     /// The server's control socket (local only; the network cannot reach it).
     pub control_socket: Option<PathBuf>,
     /// Pid file of a server that `maint on` started in the background.
@@ -295,8 +306,9 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
+            state_dir: "/var/lib/maint".into(),
             // Linux has /run; the BSDs keep runtime state in /var/run.
-            state_dir: if cfg!(target_os = "linux") {
+            runtime_dir: if cfg!(target_os = "linux") {
                 "/run/maint"
             } else {
                 "/var/run/maint"
@@ -312,21 +324,18 @@ impl Paths {
     pub fn control_socket(&self) -> PathBuf {
         self.control_socket
             .clone()
-            .unwrap_or_else(|| self.state_dir.join("control.sock"))
+            .unwrap_or_else(|| self.runtime_dir.join("control.sock"))
     }
     pub fn pid_file(&self) -> PathBuf {
         self.pid_file
             .clone()
-            .unwrap_or_else(|| self.state_dir.join("server.pid"))
-    }
-    pub fn state_record(&self) -> PathBuf {
-        self.state_dir.join("state.json")
+            .unwrap_or_else(|| self.runtime_dir.join("server.pid"))
     }
     pub fn lock_file(&self) -> PathBuf {
-        self.state_dir.join("lock")
+        self.runtime_dir.join("lock")
     }
     pub fn server_log(&self) -> PathBuf {
-        self.state_dir.join("server.log")
+        self.runtime_dir.join("server.log")
     }
 }
 

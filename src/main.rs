@@ -83,7 +83,25 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
     };
     match &cli.command {
         Command::Serve(args) => {
-            server::run(config, cli.config.clone(), args.background)?;
+            // The keeper is the controller's, the server only holds its link: the server
+            // never reaches into the firewall.
+            let startup = server::Startup {
+                window: controller::keeper::recorded_window(&config),
+                after_bind: {
+                    let (config, path, background) =
+                        (config.clone(), cli.config.clone(), args.background);
+                    Box::new(move || {
+                        controller::keeper::restore(&config);
+                        if !nix::unistd::Uid::effective().is_root() {
+                            tracing::info!("not root: maint's firewall state is not kept");
+                            return Ok(Box::new(()) as Box<dyn Send>);
+                        }
+                        let link = controller::keeper::spawn(&config, &path, background)?;
+                        Ok(Box::new(link) as Box<dyn Send>)
+                    })
+                },
+            };
+            server::run(config, cli.config.clone(), args.background, startup)?;
             Ok(exit::OK)
         }
         Command::On(args) => {
@@ -102,7 +120,13 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::Status => {
             let report = Controller::new(config, cli.config.clone()).status()?;
             output::status(cli.json, &report);
-            Ok(exit::OK)
+            Ok(if !report.kernel_readable {
+                exit::KERNEL_UNREADABLE
+            } else if !report.drift.is_empty() {
+                exit::DRIFT
+            } else {
+                exit::OK
+            })
         }
         Command::Check => {
             let findings = Controller::new(config, cli.config.clone()).check()?;

@@ -106,30 +106,42 @@ pub fn status(json: bool, r: &StatusReport) {
     if json {
         return print_json(r);
     }
-    let state = match (r.active, r.expired) {
-        (true, _) => "ON",
-        (false, true) => "off (window ended; `maint off` tidies up)",
+    let state = match (r.active, r.expired, r.kernel_readable) {
+        (true, _, false) => "ON, by the state record (the firewall could not be read: run as root)",
+        (false, _, false) => {
+            "off, by the state record (the firewall could not be read: run as root)"
+        }
+        (true, _, true) => "ON",
+        (false, true, true) => "off (window ended; `maint off` tidies up)",
         _ => "off",
     };
     println!("maintenance: {state}");
     println!("backend:     {} ({})", r.backend, r.table);
-    if !r.sources.is_empty() || !r.source_prefixes.is_empty() {
+    if !r.sources.is_empty() || r.source_count.total() > 0 {
         println!(
             "sources:     {} ({})",
             r.sources.join(", "),
-            count(r.source_prefixes.len(), "prefix", "prefixes")
+            count(r.source_count.total(), "prefix", "prefixes")
         );
-        if !r.exceptions.is_empty() || !r.exception_prefixes.is_empty() {
+        if !r.exceptions.is_empty() || r.exception_count.total() > 0 {
             println!(
                 "except:      {} ({})",
                 r.exceptions.join(", "),
-                count(r.exception_prefixes.len(), "prefix", "prefixes")
+                count(r.exception_count.total(), "prefix", "prefixes")
             );
         }
         println!("ports:       {}", maint_backends::PortMap::list(&r.ports));
     }
     if let Some(s) = &r.since {
         println!("since:       {s}");
+    }
+    if let (Some(at), Some(by)) = (&r.changed, &r.by) {
+        let origin = by
+            .origin
+            .as_deref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default();
+        println!("changed:     {at} by {}{origin}", by.user);
     }
     if let Some(u) = &r.until {
         println!("until:       {u}");

@@ -40,9 +40,9 @@ impl Pf {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = [\"127.0.0.1\"]\n\n[firewall]\nbackend = \"pf\"\npfctl = \"{}\"\n\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{}\"\n",
+                "[server]\nlisten = [\"127.0.0.1\"]\n# The keeper would poll pfctl every second, between the calls these tests count.\nkeep = false\n\n[firewall]\nbackend = \"pf\"\npfctl = \"{}\"\n\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{state}\"\nruntime_dir = \"{state}\"\n",
                 dir.path().join("pfctl").display(),
-                dir.path().join("state").display()
+                state = dir.path().join("state").display()
             ),
         )
         .unwrap();
@@ -434,7 +434,7 @@ fn off_stops_a_background_server_even_without_a_record() {
     pf.json(&["on"]);
     assert!(pf.server_answers());
     // The record is lost (an `on` killed before writing it, or removed by hand).
-    std::fs::remove_file(pf.dir.path().join("state/state.json")).unwrap();
+    std::fs::remove_file(pf.dir.path().join("state/maintenance.json")).unwrap();
     let off = pf.json(&["off"]);
     assert!(off["server_stopped"].is_number(), "{off}");
     assert!(!pf.server_answers());
@@ -472,10 +472,14 @@ fn an_unwritable_record_is_refused_before_the_firewall_changes() {
     let Some(pf) = Pf::new(MAIN_RULES) else {
         return;
     };
-    std::fs::create_dir_all(pf.dir.path().join("state/state.json")).unwrap();
+    std::fs::create_dir_all(pf.dir.path().join("state/maintenance.json")).unwrap();
     let out = pf.maint(&["on"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("state.json"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("maintenance.json"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         !pf.calls().iter().any(|c| c.contains("-f -")),
         "nothing loaded"
@@ -582,16 +586,53 @@ fn a_dry_run_reports_before_and_after_and_changes_nothing() {
 }
 
 #[test]
-fn on_after_the_server_died_reports_the_restart_as_a_change() {
+fn a_background_server_that_dies_is_started_again_and_on_repairs_what_nothing_restarted() {
     let Some(pf) = Pf::new(MAIN_RULES) else {
         return;
     };
     let on = pf.json(&["on"]);
     let pid = on["server_started"].as_u64().unwrap() as i32;
+    let server_pid = || {
+        std::panic::catch_unwind(|| {
+            support::control(
+                &pf.dir.path().join("state/control.sock"),
+                r#"{"op":"status"}"#,
+            )["status"]["pid"]
+                .as_i64()
+        })
+        .ok()
+        .flatten()
+    };
+
+    // Killed outright: its keeper starts it again, so visitors are refused only meanwhile.
+    let killed = std::time::Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    support::wait_until(std::time::Duration::from_secs(10), "a new server", || {
+        server_pid().is_some_and(|p| p != i64::from(pid))
+    });
+    println!(
+        "background server killed with SIGKILL: answering again after {:?}",
+        killed.elapsed()
+    );
+    let status = pf.maint(&["--json", "status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+    let again = pf.json(&["on"]);
+    assert_eq!(again["changed"], false, "{again}");
+
+    // The server and its keeper killed together (the whole process group): nothing starts
+    // it again, `status` says so with its drift code, and the next `on` repairs it.
+    let pid = server_pid().unwrap() as i32;
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
     support::wait_until(std::time::Duration::from_secs(5), "server gone", || {
         !pf.server_answers()
     });
+    let status = pf.maint(&["--json", "status"]);
+    assert_eq!(status.status.code(), Some(4), "{}", stdout(&status));
+    assert!(
+        stdout(&status).contains("not running"),
+        "{}",
+        stdout(&status)
+    );
     let again = pf.json(&["on"]);
     assert_eq!(again["changed"], true, "{again}");
     assert!(again["server_started"].is_number(), "{again}");

@@ -504,13 +504,16 @@ fn off_works_with_the_server_dead_and_the_record_corrupt() {
     let on = site.maint_json(&["on", "198.51.100.0/24", "2001:db8:100::/48"]);
     assert!(is_maintenance(&site.get_public(&site.pub4())));
     let pid = on["server_started"].as_u64().expect("a server was started") as i32;
-    nix::sys::signal::kill(
+    // The server and its keeper together, so nothing starts it again.
+    nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    std::fs::write(site.dir.path().join("state/state.json"), "{ not json").unwrap();
-    let status = site.maint_json(&["status"]);
+    std::fs::write(site.dir.path().join("state/maintenance.json"), "{ not json").unwrap();
+    let out = site.maint(&["--json", "status"]);
+    assert_eq!(out.status.code(), Some(4), "drift has its exit code");
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(status["drift"].to_string().contains("corrupt"), "{status}");
     assert!(status["server"].is_null(), "{status}");
 

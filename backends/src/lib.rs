@@ -188,8 +188,96 @@ impl Policy {
 
     /// Whether the window has closed at `now`.
     pub fn expired_at(&self, now: SystemTime) -> bool {
-        self.until
-            .is_some_and(|u| now >= UNIX_EPOCH + Duration::from_secs(u))
+        expired_at(self.until, now)
+    }
+
+    /// A short fingerprint of the whole policy: the first 64 bits of SHA-256 over its
+    /// canonical form, in hex. Two policies that match the same packets until the same time
+    /// have the same digest, so the kernel's copy and the state record can be compared by
+    /// digest alone, at a cost that does not grow with the number of prefixes.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for list in [&self.sources, &self.exceptions] {
+            h.update((list.len() as u64).to_be_bytes());
+            for net in list {
+                match net {
+                    IpNet::V4(n) => {
+                        h.update([4, n.prefix_len()]);
+                        h.update(n.network().octets());
+                    }
+                    IpNet::V6(n) => {
+                        h.update([6, n.prefix_len()]);
+                        h.update(n.network().octets());
+                    }
+                }
+            }
+        }
+        h.update((self.ports.len() as u64).to_be_bytes());
+        for p in &self.ports {
+            h.update(p.public.to_be_bytes());
+            h.update(p.server.to_be_bytes());
+        }
+        h.update(self.until.map_or([0xff; 8], u64::to_be_bytes));
+        let out = h.finalize();
+        out[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn expired_at(until: Option<u64>, now: SystemTime) -> bool {
+    until.is_some_and(|u| now >= UNIX_EPOCH + Duration::from_secs(u))
+}
+
+/// What maint's rules in the kernel say about themselves, read at a cost that does not grow
+/// with the number of prefixes: which policy (by [`Policy::digest`]), on which ports, until
+/// when. `status`, an unchanged `on` and `off` need no more than this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InForce {
+    pub digest: String,
+    pub ports: Vec<PortMap>,
+    pub until: Option<u64>,
+}
+
+impl InForce {
+    pub fn of(policy: &Policy) -> InForce {
+        InForce {
+            digest: policy.digest(),
+            ports: policy.ports.clone(),
+            until: policy.until,
+        }
+    }
+
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        expired_at(self.until, now)
+    }
+}
+
+/// What a [`Watch`] saw while it waited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing that concerns maint.
+    Nothing,
+    /// The ruleset may have changed (or the firewall cannot tell): compare the digest in the
+    /// kernel with the record's.
+    Changed,
+    /// Another program changed maint's own rules or sets: the digest may still match, so the
+    /// whole policy must be read back and compared.
+    EditedByOthers,
+}
+
+/// Tells maint's keeper when the firewall may have changed under its feet.
+pub trait Watch {
+    /// Waits up to `timeout` and says what happened meanwhile.
+    fn wait(&mut self, timeout: Duration) -> Result<Seen>;
+}
+
+/// A watch for firewalls that cannot report changes: every wait says "check".
+pub struct Periodic;
+
+impl Watch for Periodic {
+    fn wait(&mut self, timeout: Duration) -> Result<Seen> {
+        std::thread::sleep(timeout);
+        Ok(Seen::Changed)
     }
 }
 
@@ -269,8 +357,20 @@ pub trait Backend: Send + Sync {
     /// place. On error nothing has changed.
     fn apply(&self, policy: &Policy) -> Result<()>;
 
-    /// The policy currently in the kernel, or `None` when maint has nothing in place.
+    /// The policy currently in the kernel, or `None` when maint has nothing in place. Reads
+    /// every prefix back: its cost grows with the policy.
     fn current(&self) -> Result<Option<Policy>>;
+    /// What is in force, without reading the prefixes back where the firewall can say it
+    /// more cheaply (nftables: the stamp in the table's comment). `None` when maint has
+    /// nothing in place.
+    fn in_force(&self) -> Result<Option<InForce>> {
+        Ok(self.current()?.as_ref().map(InForce::of))
+    }
+    /// A watch on the firewall for the keeper, which puts maint's rules back when someone
+    /// else removes or changes them. By default it polls.
+    fn watch(&self) -> Result<Box<dyn Watch>> {
+        Ok(Box::new(Periodic))
+    }
 
     /// What `apply(policy)` would load, in the firewall's own syntax, for `--dry-run`: a text
     /// an operator could load by hand (`nft -f`, `pfctl -a maint -f`). Touches nothing.

@@ -210,8 +210,9 @@ fn apply_loads_sets_and_rules_and_reads_back() {
         assert!(text.contains("meta time < \""), "{text}");
         assert!(
             text.contains(&format!(
-                "comment \"maint:1 ports=80>8503,443>8504,8080>9000 until={}\"",
-                p.until.unwrap()
+                "comment \"maint:1 ports=80>8503,443>8504,8080>9000 until={} id={}\"",
+                p.until.unwrap(),
+                p.digest()
             )),
             "{text}"
         );

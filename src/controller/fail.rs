@@ -19,6 +19,12 @@ impl Fail {
             Fail::Input(e) | Fail::Unhealthy(e) | Fail::System(e) => e,
         }
     }
+
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            Fail::Input(e) | Fail::Unhealthy(e) | Fail::System(e) => e,
+        }
+    }
 }
 
 impl From<anyhow::Error> for Fail {

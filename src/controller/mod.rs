@@ -12,8 +12,10 @@
 
 mod fail;
 mod firewall;
+pub mod keeper;
 mod probe;
 mod report;
+mod status;
 mod supervisor;
 mod target;
 
@@ -21,7 +23,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use maint_backends::{Policy, PortMap};
+use maint_backends::{InForce, Policy, PortMap};
 
 pub use fail::{Fail, Result};
 pub use report::{Maintenance, Outcome, ServerReport, StatusReport};
@@ -30,7 +32,7 @@ use crate::config::Config;
 use crate::control::{self, ControlError, Request, Window};
 use crate::finding::Finding;
 use crate::request::{OffRequest, OnRequest};
-use crate::state::{self, Record};
+use crate::state::{self, Actor, Count, Record, Store};
 use crate::time::{now_secs, rfc3339};
 use supervisor::Supervisor;
 
@@ -45,6 +47,10 @@ impl Controller {
             config,
             config_path,
         }
+    }
+
+    fn store(&self) -> Store {
+        Store::new(&self.config.paths.state_dir)
     }
 
     fn supervisor(&self) -> Supervisor<'_> {
@@ -97,10 +103,8 @@ impl Controller {
         if req.dry_run {
             // Read-only: wait for a command under way, but take no exclusive lock.
             let _lock = state::lock_shared(&self.config.paths.lock_file());
-            let previous = state::load(&self.config.paths.state_record())
-                .ok()
-                .flatten();
-            let current = backend.current();
+            let previous = self.store().load().ok().flatten();
+            let current = backend.in_force();
             let current = current.as_ref().map(Option::as_ref).map_err(drop);
             outcome.before = standing(previous.as_ref(), current);
             outcome.ruleset = Some(backend.render_apply(&policy));
@@ -111,12 +115,13 @@ impl Controller {
         // first change.
         let paths = &self.config.paths;
         let _lock = state::lock(&paths.lock_file())?;
-        let previous = state::load(&paths.state_record()).unwrap_or_else(|e| {
+        let store = self.store();
+        let previous = store.load().unwrap_or_else(|e| {
             tracing::warn!("{e:#}; replacing it");
             None
         });
         outcome.warnings.extend(backend.preflight()?);
-        state::check_writable(&paths.state_record())?;
+        store.check_writable()?;
 
         // 3. Health gate: never redirect visitors into a void. A server started here is
         // stopped again if anything below fails.
@@ -141,8 +146,9 @@ impl Controller {
             }
         }
 
-        // 4. The firewall, atomically, only if it differs.
-        let current = backend.current().unwrap_or_else(|e| {
+        // 4. The firewall, atomically, only if it differs (by digest: reading a million
+        // prefixes back would cost seconds).
+        let current = backend.in_force().unwrap_or_else(|e| {
             tracing::warn!(
                 "cannot read the current {} state ({e}); replacing it",
                 backend.name()
@@ -150,7 +156,8 @@ impl Controller {
             None
         });
         outcome.before = standing(previous.as_ref(), Ok(current.as_ref()));
-        if current.as_ref() != Some(&policy) {
+        let digest = policy.digest();
+        if current.as_ref().map(|c| &c.digest) != Some(&digest) {
             backend.apply(&policy)?;
             outcome.changed = true;
             // 5. Every open connection follows the new policy at once: matched clients move
@@ -201,17 +208,29 @@ impl Controller {
 
         // 6. Remember what was done.
         let spawned_server = spawned.or(previous.as_ref().and_then(|r| r.spawned_server));
-        let record = Record {
+        let now = now_secs();
+        // Since when maintenance has been on: kept across changes while it stays on.
+        let was_on = previous
+            .as_ref()
+            .is_some_and(|p| !p.expired_at(SystemTime::now()));
+        let mut record = Record {
+            version: state::VERSION,
             backend: fw.kind(),
             table: fw.name().to_owned(),
-            policy: policy.clone(),
+            digest,
+            ports: policy.ports.clone(),
+            until: policy.until,
+            source_count: Count::of(&policy.sources),
+            exception_count: Count::of(&policy.exceptions),
             sources: req.source_tokens,
             exceptions: req.except_tokens,
             since: match &previous {
-                Some(p) if !outcome.changed => p.since,
-                _ => now_secs(),
+                Some(p) if was_on => p.since,
+                _ => now,
             },
+            changed: now,
             reason: req.reason,
+            by: Actor::invoking(),
             spawned_server,
         };
         if previous
@@ -221,7 +240,12 @@ impl Controller {
         {
             outcome.changed = true;
         }
-        state::save(&paths.state_record(), &record)?;
+        if let Some(p) = previous.as_ref().filter(|_| !outcome.changed) {
+            // Nothing changed: who changed it last, and when, stays as it was.
+            record.changed = p.changed;
+            record.by = p.by.clone();
+        }
+        store.save(&record, &policy)?;
 
         if let (Some(u), false) = (req.until, backend.expires_by_itself()) {
             self.supervisor().schedule_off(u)?;
@@ -241,12 +265,13 @@ impl Controller {
             Some(state::lock(&paths.lock_file())?)
         };
         let mut warnings = Vec::new();
-        let record = state::load(&paths.state_record()).unwrap_or_else(|e| {
+        let store = self.store();
+        let record = store.load().unwrap_or_else(|e| {
             warnings.push(format!("{e:#}; removing maint's firewall state anyway"));
             None
         });
         if let Some(at) = req.scheduled {
-            if record.as_ref().and_then(|r| r.policy.until) != Some(at) {
+            if record.as_ref().and_then(|r| r.until) != Some(at) {
                 tracing::info!(
                     "the window ending at {at} was replaced; leaving maintenance as it is"
                 );
@@ -254,7 +279,9 @@ impl Controller {
             }
         }
         let (backend, _) = firewall::for_record(&self.config, record.as_ref())?;
-        let current = backend.current().unwrap_or_else(|e| {
+        // What is in force by its stamp: `off` removes what the record names without reading
+        // a million prefixes back.
+        let current = backend.in_force().unwrap_or_else(|e| {
             warnings.push(format!(
                 "cannot read maint's {} state ({e}); removing it anyway",
                 backend.name()
@@ -284,12 +311,11 @@ impl Controller {
         // 3. The rest of the table, then the redirected states.
         let removed = backend.clear()? || stopped;
         // Which redirected states to kill: those to the ports that were in place.
-        let policy = current
-            .or_else(|| record.as_ref().map(|r| r.policy.clone()))
-            .unwrap_or_else(|| {
-                Policy::new([], [], firewall::ports(&self.config, &mut Vec::new()), None)
-            });
-        match backend.kill_disagreeing_states(&Policy::nobody(), &policy.ports) {
+        let redirected = current
+            .map(|c| c.ports)
+            .or_else(|| record.as_ref().map(|r| r.ports.clone()))
+            .unwrap_or_else(|| firewall::ports(&self.config, &mut Vec::new()));
+        match backend.kill_disagreeing_states(&Policy::nobody(), &redirected) {
             Ok(n) => outcome.states_killed = n,
             Err(e) => outcome.warnings.push(format!(
                 "the redirect is gone, but connections held by the maintenance server were not cut ({e})"
@@ -302,89 +328,18 @@ impl Controller {
             // its pid file names if `on` never got to write a record), and only if it is
             // still that process.
             let supervisor = self.supervisor();
-            let pid = record
-                .as_ref()
-                .and_then(|r| r.spawned_server)
-                .or_else(|| supervisor.background_server(s));
+            // The pid file first: a background server the keeper started again after a
+            // crash is not the one the record names.
+            let pid = supervisor
+                .background_server(s)
+                .or_else(|| record.as_ref().and_then(|r| r.spawned_server));
             if let Some(pid) = pid.filter(|pid| supervisor.stop_started_server(*pid, s)) {
                 outcome.server_stopped = Some(pid);
             }
         }
-        let had_record = state::remove(&paths.state_record())?;
+        let had_record = store.remove()?;
         outcome.changed = removed || had_record;
         Ok(outcome)
-    }
-
-    pub fn status(&self) -> Result<StatusReport> {
-        let paths = &self.config.paths;
-        // Wait for an `on` or `off` under way, so what is read is before or after it.
-        let _lock = state::lock_shared(&paths.lock_file());
-        let mut drift = Vec::new();
-        let record = state::load(&paths.state_record()).unwrap_or_else(|e| {
-            drift.push(format!("{e:#}"));
-            None
-        });
-        let (backend, fw) = firewall::for_record(&self.config, record.as_ref())?;
-        let current = match backend.current() {
-            Ok(c) => c,
-            Err(e) => {
-                drift.push(format!("cannot read the {} state: {e}", backend.name()));
-                None
-            }
-        };
-        match (&record, &current) {
-            (Some(_), None) => drift.push(format!(
-                "the state record says maintenance is on, but maint's {} is not in the kernel (removed by hand, or a reboot?); run `maint on` again or `maint off`",
-                backend.location()
-            )),
-            (None, Some(_)) => drift.push(
-                "the kernel holds maint's redirect but there is no state record; `maint off` removes it".into(),
-            ),
-            (Some(r), Some(c)) if &r.policy != c => drift.push(
-                "the kernel's redirect differs from the state record (changed by hand?); run `maint on` again to restore it".into(),
-            ),
-            _ => {}
-        }
-        let policy = current
-            .clone()
-            .or_else(|| record.as_ref().map(|r| r.policy.clone()));
-        let expired = policy
-            .as_ref()
-            .is_some_and(|p| p.expired_at(SystemTime::now()));
-        let server = control::ask(&paths.control_socket(), &Request::Status)
-            .ok()
-            .map(|s| ServerReport {
-                healthy: probe::http(&self.config, &s).is_ok(),
-                status: s,
-            });
-        let prefixes = |list: fn(&Policy) -> &Vec<ipnet::IpNet>| -> Vec<String> {
-            policy
-                .as_ref()
-                .map(|p| list(p).iter().map(|n| n.to_string()).collect())
-                .unwrap_or_default()
-        };
-        Ok(StatusReport {
-            active: current.is_some() && !expired,
-            expired,
-            backend: backend.name(),
-            table: fw.name().to_owned(),
-            sources: record
-                .as_ref()
-                .map(|r| r.sources.clone())
-                .unwrap_or_default(),
-            exceptions: record
-                .as_ref()
-                .map(|r| r.exceptions.clone())
-                .unwrap_or_default(),
-            source_prefixes: prefixes(|p| &p.sources),
-            exception_prefixes: prefixes(|p| &p.exceptions),
-            ports: policy.as_ref().map(|p| p.ports.clone()).unwrap_or_default(),
-            since: record.as_ref().map(|r| rfc3339(r.since)),
-            until: policy.as_ref().and_then(|p| p.until).map(rfc3339),
-            reason: record.as_ref().and_then(|r| r.reason.clone()),
-            server,
-            drift,
-        })
     }
 
     pub fn check(&self) -> Result<Vec<Finding>> {
@@ -438,7 +393,7 @@ impl Controller {
 /// Maintenance as it stands: the record's, if the firewall has a policy in force (`current`;
 /// an error when it could not be read, as without privilege for a dry run: then the record
 /// alone says).
-fn standing(record: Option<&Record>, current: Result<Option<&Policy>, ()>) -> Maintenance {
+fn standing(record: Option<&Record>, current: Result<Option<&InForce>, ()>) -> Maintenance {
     let in_force = match current {
         Ok(Some(p)) => !p.expired_at(SystemTime::now()),
         Ok(None) => false,
@@ -453,8 +408,8 @@ fn outcome_unchanged(record: Option<&Record>) -> Outcome {
         active: record.is_some(),
         sources: record.map(|r| r.sources.clone()).unwrap_or_default(),
         exceptions: record.map(|r| r.exceptions.clone()).unwrap_or_default(),
-        ports: record.map(|r| r.policy.ports.clone()).unwrap_or_default(),
-        until: record.and_then(|r| r.policy.until).map(rfc3339),
+        ports: record.map(|r| r.ports.clone()).unwrap_or_default(),
+        until: record.and_then(|r| r.until).map(rfc3339),
         reason: record.and_then(|r| r.reason.clone()),
         ..Outcome::default()
     }

@@ -5,7 +5,7 @@ use maint_backends::PortMap;
 use serde::Serialize;
 
 use crate::control::ServerStatus;
-use crate::state::Record;
+use crate::state::{Actor, Count, Record};
 use crate::time::rfc3339;
 
 /// Maintenance as an operator describes it, and what a before/after diff compares (Ansible's
@@ -27,7 +27,7 @@ impl Maintenance {
                 active: true,
                 sources: r.sources.clone(),
                 exceptions: r.exceptions.clone(),
-                until: r.policy.until.map(rfc3339),
+                until: r.until.map(rfc3339),
                 reason: r.reason.clone(),
             },
             _ => Maintenance::default(),
@@ -64,14 +64,24 @@ pub struct Outcome {
 pub struct StatusReport {
     pub active: bool,
     pub expired: bool,
+    /// False when maint lacked the right to read the kernel: `active` is then the record's
+    /// word, and the exit code says so.
+    pub kernel_readable: bool,
     pub backend: &'static str,
     pub table: String,
     pub sources: Vec<String>,
     pub exceptions: Vec<String>,
+    pub source_count: Count,
+    pub exception_count: Count,
+    /// The prefixes themselves, when there are at most 1,000 (else only the counts).
     pub source_prefixes: Vec<String>,
     pub exception_prefixes: Vec<String>,
     pub ports: Vec<PortMap>,
+    /// Since when maintenance has been on (RFC 3339), across changes.
     pub since: Option<String>,
+    /// When it was last switched or changed, and by whom.
+    pub changed: Option<String>,
+    pub by: Option<Actor>,
     pub until: Option<String>,
     pub reason: Option<String>,
     pub server: Option<ServerReport>,

@@ -67,10 +67,10 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    /// `maint serve --background` in its own session, logging to the state directory.
-    fn start_server(&self) -> anyhow::Result<u32> {
+    /// `maint serve --background` in its own session, logging to the runtime directory.
+    pub fn start_server(&self) -> anyhow::Result<u32> {
         let log_path = self.paths().server_log();
-        std::fs::create_dir_all(&self.paths().state_dir)?;
+        std::fs::create_dir_all(&self.paths().runtime_dir)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

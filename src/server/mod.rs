@@ -37,7 +37,19 @@ use shared::Shared;
 const CONTROL_LINE_MAX: u64 = 64 * 1024;
 
 /// Runs the server until SIGTERM or SIGINT.
-pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()> {
+/// What the caller hands the server for its start.
+pub struct Startup {
+    /// The window the page describes until `maint on` says otherwise (after a restart, the
+    /// recorded one).
+    pub window: crate::control::Window,
+    /// Runs as root once every port is bound (redirected visitors wait in the listen queue
+    /// instead of being refused) and before privileges are dropped. What it returns is kept
+    /// for as long as the server runs.
+    #[allow(clippy::type_complexity)]
+    pub after_bind: Box<dyn FnOnce() -> Result<Box<dyn Send>>>,
+}
+
+pub fn run(config: Config, config_path: PathBuf, background: bool, startup: Startup) -> Result<()> {
     // A SIGTERM or SIGHUP that arrives after the ports are bound (so the server looks up)
     // but before the handlers exist must wait, not kill the process or skip a reload: block
     // them now, and `signals` unblocks them once it listens. Threads inherit the mask.
@@ -48,7 +60,7 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
     )
     .context("cannot block signals during start-up")?;
     let paths = config.paths.clone();
-    prepare_state_dir(&paths.state_dir)?;
+    prepare_runtime_dir(&paths.runtime_dir)?;
     raise_open_file_limit(config.server.max_connections);
 
     let http_listeners = bind_all(&config.server.listen, config.server.http_port)?;
@@ -82,6 +94,7 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
         std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {}", paths.pid_file().display()))?;
     }
+    let _kept = (startup.after_bind)()?;
     if let Some(u) = &server_user {
         drop_privileges(u)?;
     } else {
@@ -95,6 +108,9 @@ pub fn run(config: Config, config_path: PathBuf, background: bool) -> Result<()>
     let result = runtime.block_on(async move {
         let https_port = tls.as_ref().map(|_| config.server.https_port);
         let shared = Arc::new(Shared::new(config, content, tls, key_helper)?);
+        if let Err(e) = shared.set_window(startup.window) {
+            tracing::warn!("the page does not describe the recorded window: {e:#}");
+        }
         for l in http_listeners {
             let l = tokio::net::TcpListener::from_std(l)?;
             tokio::spawn(accept::accept_loop(l, shared.clone(), false));
@@ -143,9 +159,9 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
-fn prepare_state_dir(dir: &Path) -> Result<()> {
+fn prepare_runtime_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create state directory {}", dir.display()))
+        .with_context(|| format!("cannot create runtime directory {}", dir.display()))
 }
 
 /// Binds one listener per address. IPv6 sockets are v6-only so `0.0.0.0` and `::` can both
@@ -192,7 +208,7 @@ fn bind_control(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         bail!(
             "a maintenance server is already running (its control socket {} answers); stop it first \
-             or give this one another paths.state_dir",
+             or give this one another paths.runtime_dir",
             path.display()
         );
     }

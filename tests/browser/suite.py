@@ -212,6 +212,7 @@ http_ports = [80]
 https_ports = [443]
 [paths]
 state_dir = "{run.work / 'state'}"
+runtime_dir = "{run.work / 'state'}"
 """)
         self.active = False
         log(f"maint: {src} (copied to {self.bin})")

@@ -51,8 +51,8 @@ impl TestServer {
         let https_port = free_port();
         let config = dir.path().join("maint.toml");
         let text = format!(
-            "{extra}\n[paths]\nstate_dir = \"{}\"\n",
-            dir.path().join("state").display()
+            "{extra}\n[paths]\nstate_dir = \"{state}\"\nruntime_dir = \"{state}\"\n",
+            state = dir.path().join("state").display()
         );
         let text = text.replacen(
             "[server]",

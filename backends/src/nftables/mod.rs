@@ -25,11 +25,12 @@ mod snapshot;
 mod stamp;
 mod uapi;
 mod verify;
+mod watch;
 
 use anyhow::anyhow;
 
 use self::netlink::{NlError, Socket};
-use crate::{Backend, BackendError, Policy, PortMap, Result};
+use crate::{Backend, BackendError, InForce, Policy, PortMap, Result, Watch};
 
 const FIREWALL: &str = "nftables";
 
@@ -183,6 +184,34 @@ impl Backend for Nftables {
                 self.location()
             ))),
         })
+    }
+
+    /// The stamp in the table's comment says what is in force (one small GETTABLE, whatever
+    /// the number of prefixes); a table stamped before digests existed is read in full.
+    fn in_force(&self) -> Result<Option<InForce>> {
+        let mut sock = self.open()?;
+        let Some(info) = self.check_ownership(&mut sock, "read")? else {
+            return Ok(None);
+        };
+        let comment = info.comment.as_deref().unwrap_or("");
+        let stamp = stamp::Stamp::parse(comment).map_err(|e| {
+            BackendError::Failed(e.context(format!(
+                "{} carries an unreadable stamp; not touching it",
+                self.location()
+            )))
+        })?;
+        match stamp.digest {
+            Some(digest) => Ok(Some(InForce {
+                digest,
+                ports: stamp.ports,
+                until: stamp.until,
+            })),
+            None => Ok(self.current()?.as_ref().map(InForce::of)),
+        }
+    }
+
+    fn watch(&self) -> Result<Box<dyn Watch>> {
+        Ok(Box::new(watch::NftWatch::new(&self.table)?))
     }
 
     fn render_apply(&self, policy: &Policy) -> String {

@@ -166,6 +166,40 @@ impl Socket {
         }
     }
 
+    /// Joins a netlink multicast group, such as NFNLGRP_NFTABLES (every committed change).
+    pub fn subscribe(&self, group: u32) -> Result<(), NlError> {
+        self.setsockopt(libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, group)
+            .map_err(NlError::from_io)
+    }
+
+    /// Waits up to `timeout` for one datagram of announcements. `Ok(None)` when none came;
+    /// `Err` with ENOBUFS when the kernel dropped some because we read too slowly.
+    pub fn recv_announcements(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<&[u8]>, NlError> {
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd on our stack, for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(None);
+            }
+            return Err(NlError::from_io(e));
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        let n = self.recv()?;
+        Ok(Some(&self.buf[..n]))
+    }
+
     pub fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1).max(1);
         self.seq

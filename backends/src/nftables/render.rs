@@ -128,7 +128,7 @@ mod tests {
 add table inet maint
 delete table inet maint
 table inet maint {
-\tcomment \"maint:1 ports=80>8503,443>8504\"
+\tcomment \"maint:1 ports=80>8503,443>8504 id=DIGEST\"
 
 \tset src4 {
 \t\ttype ipv4_addr
@@ -187,7 +187,7 @@ table inet maint {
 \t}
 }
 ";
-        assert_eq!(t, expected);
+        assert_eq!(t, expected.replace("DIGEST", &p.digest()));
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! `comment "maint:1 ports=80>8503 until=1700000000"`, `nft -f` of the rendered text loads
 //! the very same bytes, and `current()` reads the policy's scalar half from one attribute
 //! instead of reverse-engineering rule expressions. The rules are still checked against it.
+//!
+//! `id=` is the policy's digest ([`Policy::digest`]): with it, `status`, an unchanged `on`
+//! and `off` learn what is in force from this one attribute, whatever the number of
+//! prefixes. Tables stamped before it existed have none and are read back in full.
 
 use anyhow::{bail, Context};
 
@@ -24,6 +28,7 @@ const MAX_TEXT: usize = 128;
 pub struct Stamp {
     pub ports: Vec<PortMap>,
     pub until: Option<u64>,
+    pub digest: Option<String>,
 }
 
 impl Stamp {
@@ -31,6 +36,7 @@ impl Stamp {
         Stamp {
             ports: policy.ports.clone(),
             until: policy.until,
+            digest: Some(policy.digest()),
         }
     }
 
@@ -43,6 +49,9 @@ impl Stamp {
         let mut s = format!("{VERSION} ports={}", ports.join(","));
         if let Some(u) = self.until {
             s.push_str(&format!(" until={u}"));
+        }
+        if let Some(d) = &self.digest {
+            s.push_str(&format!(" id={d}"));
         }
         if s.len() > MAX_TEXT {
             bail!(
@@ -77,18 +86,32 @@ impl Stamp {
                 .collect::<Option<Vec<_>>>()
                 .with_context(|| format!("stamp {text:?} has a malformed port map"))?
         };
-        let until = match words.next() {
-            None => None,
-            Some(w) => Some(
-                w.strip_prefix("until=")
-                    .and_then(|u| u.parse().ok())
+        let mut words = words.peekable();
+        let mut until = None;
+        if let Some(w) = words.next_if(|w| w.starts_with("until=")) {
+            until = Some(
+                w["until=".len()..]
+                    .parse()
+                    .ok()
                     .with_context(|| format!("stamp {text:?} has a malformed until="))?,
-            ),
-        };
+            );
+        }
+        let mut digest = None;
+        if let Some(w) = words.next_if(|w| w.starts_with("id=")) {
+            let d = &w["id=".len()..];
+            if d.len() != 16 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("stamp {text:?} has a malformed id=");
+            }
+            digest = Some(d.to_owned());
+        }
         if words.next().is_some() {
             bail!("stamp {text:?} has trailing words");
         }
-        Ok(Stamp { ports, until })
+        Ok(Stamp {
+            ports,
+            until,
+            digest,
+        })
     }
 }
 
@@ -134,9 +157,13 @@ mod tests {
                 },
             ],
             until: Some(1_700_000_000),
+            digest: Some("00112233aabbccdd".into()),
         };
         let text = s.text().unwrap();
-        assert_eq!(text, "maint:1 ports=80>8503,443>8504 until=1700000000");
+        assert_eq!(
+            text,
+            "maint:1 ports=80>8503,443>8504 until=1700000000 id=00112233aabbccdd"
+        );
         let ud = userdata(&text);
         assert_eq!(ud[0], 0);
         assert_eq!(ud[1] as usize, text.len() + 1);
@@ -149,6 +176,7 @@ mod tests {
         let s = Stamp {
             ports: vec![],
             until: None,
+            digest: None,
         };
         assert_eq!(s.text().unwrap(), "maint:1 ports=");
         assert_eq!(Stamp::parse("maint:1 ports=").unwrap(), s);
@@ -164,6 +192,8 @@ mod tests {
             "maint:1 ports=80>x",
             "maint:1 ports=80>8503 until=soon",
             "maint:1 ports=80>8503 until=1 extra",
+            "maint:1 ports=80>8503 id=123",
+            "maint:1 ports=80>8503 id=00112233aabbccdd until=1",
         ] {
             assert!(Stamp::parse(bad).is_err(), "{bad}");
         }
@@ -177,6 +207,12 @@ mod tests {
                 server: 20000 + i,
             })
             .collect();
-        assert!(Stamp { ports, until: None }.text().is_err());
+        assert!(Stamp {
+            ports,
+            until: None,
+            digest: Some("00112233aabbccdd".into()),
+        }
+        .text()
+        .is_err());
     }
 }

@@ -34,6 +34,9 @@ pub const NFTA_DATA_VALUE: u16 = 1;
 pub const NFTA_EXPR_NAME: u16 = 1;
 pub const NFTA_EXPR_DATA: u16 = 2;
 pub const NFTA_GEN_ID: u16 = 1;
+pub const NFTA_GEN_PROC_NAME: u16 = 3;
+/// The multicast group every committed ruleset change is announced to (nfnetlink.h).
+pub const NFNLGRP_NFTABLES: u32 = 7;
 pub const NFTA_LOOKUP_SET_ID: u16 = 4;
 pub const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
 pub const NFTA_REDIR_REG_PROTO_MAX: u16 = 2;

@@ -17,7 +17,12 @@ EXIT_MEANING = {
     1: 'the firewall or the system refused; nothing was left half-applied',
     2: 'bad input, a broken config, or a firewall not set up for maint; nothing was changed',
     3: 'the maintenance server does not answer HTTP (force=true applies anyway); nothing was changed',
+    4: 'maint status: the kernel, the server or the record disagree (drift)',
+    5: 'maint status: no right to read the firewall; run it as root',
 }
+
+# `maint status` exits 4 when it found drift; its report is still whole, and says what.
+STATUS_DRIFT = 4
 
 # Where get_bin_path also looks for maint: the role maint.ops.server installs it to
 # /usr/local/bin, which is not always in the PATH of a non-interactive SSH session.
@@ -63,17 +68,20 @@ class Maint(object):
             cmd += ['--config', self.config]
         return cmd + list(args)
 
-    def run(self, *args):
-        """Runs maint and returns its JSON object, or fails the task with maint's own words."""
+    def run(self, *args, **kwargs):
+        """Runs maint and returns its JSON object, or fails the task with maint's own words.
+        `ok_codes`: exit codes that still carry a whole answer (default: 0 only)."""
+        ok_codes = kwargs.get('ok_codes', (0,))
         cmd = self.command(*args)
-        rc, out, err = self.module.run_command(cmd)
+        # Recorded as who switched maintenance, and logged in maint's audit trail.
+        rc, out, err = self.module.run_command(cmd, environ_update=dict(MAINT_ORIGIN='ansible'))
         data = None
         if out.strip():
             try:
                 data = json.loads(out)
             except ValueError:
                 data = None
-        if rc != 0:
+        if rc not in ok_codes:
             detail = None
             if isinstance(data, dict):
                 detail = data.get('error')
@@ -93,7 +101,7 @@ class Maint(object):
         return data
 
     def status(self):
-        return self.run('status')
+        return self.run('status', ok_codes=(0, STATUS_DRIFT))
 
 
 def _hostname():

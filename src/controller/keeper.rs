@@ -1,0 +1,307 @@
+//! Maintenance that holds: `maint serve` puts the recorded maintenance back when it starts
+//! (after a reboot), and a small process that stays root keeps the kernel in the recorded
+//! state while the server runs (an `nft flush ruleset`, a firewall reload, another tool
+//! deleting maint's table), and starts the server again if it was started in the background
+//! and dies.
+//!
+//! The keeper never decides what maintenance is: the record does. It takes the same lock as
+//! `on` and `off`, so it never sees (or repairs towards) a record half-way through a change,
+//! and when maintenance is off or its window has ended it puts nothing back.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use maint_backends::{Backend, Seen};
+
+use super::firewall;
+use super::supervisor::Supervisor;
+use crate::config::Config;
+use crate::control::Window;
+use crate::state::{self, Record, Store};
+use crate::time::rfc3339;
+
+/// How often a firewall that cannot announce changes (pf) is looked at, and how long the
+/// nftables watch waits before it looks whether the server is still there.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The window the page should describe when the server starts: the record's, if
+/// maintenance is on.
+pub fn recorded_window(config: &Config) -> Window {
+    match Store::new(&config.paths.state_dir).load() {
+        Ok(Some(r)) if !r.expired_at(SystemTime::now()) => Window {
+            until: r.until,
+            reason: r.reason,
+        },
+        _ => Window::default(),
+    }
+}
+
+/// Called by `maint serve` once its ports are bound (visitors redirected now wait in the
+/// listen queue instead of being refused) and before it drops privileges. Never fails the
+/// server's start: what went wrong is logged.
+pub fn restore(config: &Config) {
+    if !config.server.restore {
+        tracing::info!("not restoring maintenance: `restore = false` in the config");
+        return;
+    }
+    let _lock = match state::try_lock(&config.paths.lock_file()) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            tracing::info!(
+                "not restoring maintenance: an `on` or `off` is under way and decides it"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::error!("not restoring maintenance: {e:#}");
+            return;
+        }
+    };
+    let store = Store::new(&config.paths.state_dir);
+    let record = match store.load() {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            tracing::info!("no maintenance recorded; nothing to restore");
+            return;
+        }
+        Err(e) => {
+            tracing::error!("not restoring maintenance: {e:#}");
+            return;
+        }
+    };
+    if record.expired_at(SystemTime::now()) {
+        tracing::info!(
+            "not restoring maintenance: its window ended at {}",
+            record.until.map(rfc3339).unwrap_or_default()
+        );
+        return;
+    }
+    match firewall::for_record(config, Some(&record)) {
+        Ok((backend, _)) => match put_back(&store, &record, backend.as_ref(), false) {
+            Ok(false) => tracing::info!(
+                "maintenance recorded since {} is in force already",
+                rfc3339(record.since)
+            ),
+            Ok(true) => tracing::warn!(
+                "restored maintenance recorded since {} ({})",
+                rfc3339(record.since),
+                summary(&record)
+            ),
+            Err(e) => tracing::error!("could not restore the recorded maintenance: {e:#}"),
+        },
+        Err(e) => tracing::error!(
+            "could not restore the recorded maintenance: {:#}",
+            e.error()
+        ),
+    }
+}
+
+/// Makes the kernel hold the recorded policy. With `deep`, the whole policy is read back
+/// (someone else edited maint's table); otherwise the digest in the kernel is compared.
+/// Returns whether anything had to be put back.
+fn put_back(
+    store: &Store,
+    record: &Record,
+    backend: &dyn Backend,
+    deep: bool,
+) -> anyhow::Result<bool> {
+    let in_force = backend.in_force()?;
+    if in_force.as_ref().map(|f| &f.digest) == Some(&record.digest) {
+        if !deep {
+            return Ok(false);
+        }
+        let policy = store.policy(record)?;
+        if backend.current()?.as_ref() == Some(&policy) {
+            return Ok(false);
+        }
+    }
+    let policy = store.policy(record)?;
+    backend.apply(&policy)?;
+    // Clients that reached the app while the redirect was missing move to the page now.
+    let mut redirected = policy.ports.clone();
+    redirected.extend(in_force.into_iter().flat_map(|f| f.ports));
+    if let Err(e) = backend.kill_disagreeing_states(&policy, &redirected) {
+        tracing::warn!("the redirect is back, but open connections to the app were not cut: {e}");
+    }
+    Ok(true)
+}
+
+/// One line for the log: which sources, until when, why.
+fn summary(r: &Record) -> String {
+    let mut s = format!(
+        "{} ({} prefixes)",
+        if r.sources.is_empty() {
+            "all".to_owned()
+        } else {
+            r.sources.join(", ")
+        },
+        r.source_count.total()
+    );
+    if !r.exceptions.is_empty() {
+        s.push_str(&format!(" except {}", r.exceptions.join(", ")));
+    }
+    if let Some(u) = r.until {
+        s.push_str(&format!(" until {}", rfc3339(u)));
+    }
+    if let Some(why) = &r.reason {
+        s.push_str(&format!(": {why}"));
+    }
+    s
+}
+
+/// The server's end of the link to its keeper: the keeper learns that the server is gone
+/// when the last copy of this closes, however the server ended (SIGKILL included).
+pub struct KeeperLink {
+    _stream: UnixStream,
+}
+
+/// Forks the keeper. Must be called before the async runtime starts (fork copies only the
+/// calling thread) and while still root. `background`: the server was started by `on`, so
+/// the keeper starts it again if it dies while maintenance is on (under systemd, the unit
+/// restarts it instead).
+pub fn spawn(config: &Config, config_path: &Path, background: bool) -> anyhow::Result<KeeperLink> {
+    let (server_end, keeper_end) = UnixStream::pair().context("socketpair for the keeper")?;
+    // SAFETY: no other threads exist yet; the child closes what it inherited, runs plain
+    // blocking code and exits without returning into the caller.
+    match unsafe { nix::unistd::fork() }.context("fork the keeper")? {
+        nix::unistd::ForkResult::Child => {
+            drop(server_end);
+            // The listening sockets and the key helper's socket are the server's: a keeper
+            // holding them would keep a dead server's ports taken.
+            close_inherited(keeper_end.as_raw_fd());
+            let keeper = Keeper {
+                config: config.clone(),
+                config_path: config_path.to_path_buf(),
+                background,
+            };
+            keeper.run(keeper_end);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            tracing::debug!(pid = child.as_raw(), "started the keeper");
+            drop(keeper_end);
+            Ok(KeeperLink {
+                _stream: server_end,
+            })
+        }
+    }
+}
+
+/// Closes every descriptor above stderr except `keep`.
+fn close_inherited(keep: RawFd) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => (3..4096).collect(),
+    };
+    for fd in fds.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+struct Keeper {
+    config: Config,
+    config_path: PathBuf,
+    background: bool,
+}
+
+impl Keeper {
+    fn run(self, link: UnixStream) -> ! {
+        let keeper = std::sync::Arc::new(self);
+        let on_gone = keeper.clone();
+        std::thread::spawn(move || {
+            let mut link = link;
+            let mut byte = [0u8; 1];
+            // Nothing is ever sent: this returns when the server is gone.
+            let _ = link.read(&mut byte);
+            on_gone.server_gone();
+            std::process::exit(0);
+        });
+        if let Err(e) = keeper.keep() {
+            tracing::error!("the keeper stopped watching the firewall: {e:#}");
+        }
+        // Without a watch, still wait for the server to go (the thread above exits).
+        loop {
+            std::thread::park();
+        }
+    }
+
+    fn store(&self) -> Store {
+        Store::new(&self.config.paths.state_dir)
+    }
+
+    /// Watches the firewall and puts the recorded policy back when it goes missing or
+    /// differs.
+    fn keep(&self) -> anyhow::Result<()> {
+        if !self.config.server.keep {
+            tracing::info!("not keeping maint's firewall state: `keep = false` in the config");
+            return Ok(());
+        }
+        let (backend, _) = firewall::configured(&self.config).map_err(|e| e.into_error())?;
+        let mut watch = backend.watch()?;
+        loop {
+            let seen = watch.wait(LOOK_EVERY)?;
+            if seen == Seen::Nothing {
+                continue;
+            }
+            if let Err(e) = self.check(seen == Seen::EditedByOthers) {
+                tracing::error!("could not check or repair maint's firewall state: {e:#}");
+            }
+        }
+    }
+
+    fn check(&self, deep: bool) -> anyhow::Result<()> {
+        let _lock = state::lock(&self.config.paths.lock_file())?;
+        let store = self.store();
+        let Some(record) = store.load()? else {
+            return Ok(());
+        };
+        if record.expired_at(SystemTime::now()) {
+            return Ok(());
+        }
+        let (backend, _) =
+            firewall::for_record(&self.config, Some(&record)).map_err(|e| e.into_error())?;
+        if put_back(&store, &record, backend.as_ref(), deep)? {
+            tracing::warn!(
+                "maint's {} was removed or changed by another program; put the recorded \
+                 maintenance back ({})",
+                backend.location(),
+                summary(&record)
+            );
+        }
+        Ok(())
+    }
+
+    /// The server is gone. A background server is started again while maintenance is on;
+    /// `off` stopping it holds the lock until the record is gone, so that is not mistaken
+    /// for a crash.
+    fn server_gone(&self) {
+        if !self.background {
+            return;
+        }
+        let Ok(_lock) = state::lock(&self.config.paths.lock_file()) else {
+            return;
+        };
+        match self.store().load() {
+            Ok(Some(r)) if !r.expired_at(SystemTime::now()) => {}
+            _ => return,
+        }
+        let supervisor = Supervisor {
+            config: &self.config,
+            config_path: &self.config_path,
+        };
+        match supervisor.start_server() {
+            Ok(pid) => tracing::warn!(
+                pid,
+                "the maintenance server died while maintenance is on; started it again"
+            ),
+            Err(e) => {
+                tracing::error!("the maintenance server died and could not be started again: {e:#}")
+            }
+        }
+    }
+}
