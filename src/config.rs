@@ -81,11 +81,21 @@ pub struct Config {
     pub tls: Tls,
     pub firewall: Firewall,
     pub paths: Paths,
-    /// Named groups of sources, usable wherever a source is: `office = ["203.0.113.0/24"]`.
-    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Named groups of sources, usable wherever a source is: `office = ["203.0.113.0/24"]`,
+    /// or `partners = { file = "/etc/maint/partners.txt" }` (one prefix per line).
+    pub aliases: BTreeMap<String, Alias>,
     /// Pages for particular sites where one host serves several, by the name visitors ask
     /// for (`Host`; `*.example.org` covers one label): what differs from `[page]`.
     pub sites: BTreeMap<String, SitePage>,
+}
+
+/// One alias: its prefixes in the config, or a file of them (one per line, `#` comments),
+/// read only when the alias is used, so a list of a million costs nothing to `status`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Alias {
+    List(Vec<String>),
+    File { file: PathBuf },
 }
 
 /// What one site's page changes of `[page]`.
@@ -306,7 +316,13 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
-            state_dir: "/var/lib/maint".into(),
+            // Where each system keeps daemons' persistent state.
+            state_dir: if cfg!(target_os = "linux") {
+                "/var/lib/maint"
+            } else {
+                "/var/db/maint"
+            }
+            .into(),
             // Linux has /run; the BSDs keep runtime state in /var/run.
             runtime_dir: if cfg!(target_os = "linux") {
                 "/run/maint"
@@ -455,10 +471,14 @@ impl Config {
                 f.table
             );
         }
-        for (name, entries) in &self.aliases {
+        for (name, alias) in &self.aliases {
             if crate::sources::is_reserved(name) {
                 bail!("alias {name:?} is a reserved word; pick another name");
             }
+            // A file is read when the alias is used, and its errors named then.
+            let Alias::List(entries) = alias else {
+                continue;
+            };
             for entry in entries {
                 crate::sources::parse_prefix(entry).map_err(|why| {
                     anyhow::anyhow!("alias {name:?} has a bad entry {entry:?}: {why}")

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 
+use crate::config::Alias;
+
 /// A bad source token or window. Reported as bad input (exit 2); nothing is changed.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -76,10 +78,34 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
+/// The prefixes of an alias file: one per line; blank lines and `#` comments are skipped.
+fn read_alias_file(
+    alias: &str,
+    file: &std::path::Path,
+    out: &mut Vec<IpNet>,
+) -> Result<(), InputError> {
+    let bad = |why: String| InputError::Source {
+        token: alias.into(),
+        why,
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| bad(format!("cannot read its file {}: {e}", file.display())))?;
+    for (n, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let net = parse_prefix(entry)
+            .map_err(|why| bad(format!("{}:{}: {entry:?}: {why}", file.display(), n + 1)))?;
+        out.push(net);
+    }
+    Ok(())
+}
+
 /// Resolves tokens (each may also be a comma-separated list) against the config's aliases.
 pub fn resolve(
     tokens: &[String],
-    aliases: &BTreeMap<String, Vec<String>>,
+    aliases: &BTreeMap<String, Alias>,
 ) -> Result<Resolved, InputError> {
     let mut out = Resolved::default();
     for token in tokens.iter().flat_map(|t| t.split(',')).map(str::trim) {
@@ -88,15 +114,20 @@ pub fn resolve(
         }
         if token.eq_ignore_ascii_case(ALL) {
             out.prefixes.extend(maint_backends::everything());
-        } else if let Some(entries) = aliases.get(token) {
-            for entry in entries {
-                // Config validation already checked alias entries; this cannot fail for a
-                // loaded config, but a clear error beats a panic if it ever does.
-                let net = parse_prefix(entry).map_err(|why| InputError::Source {
-                    token: token.into(),
-                    why: format!("alias entry {entry:?}: {why}"),
-                })?;
-                out.prefixes.push(net);
+        } else if let Some(alias) = aliases.get(token) {
+            match alias {
+                Alias::List(entries) => {
+                    for entry in entries {
+                        // Config validation already checked alias entries; this cannot fail
+                        // for a loaded config, but a clear error beats a panic if it ever does.
+                        let net = parse_prefix(entry).map_err(|why| InputError::Source {
+                            token: token.into(),
+                            why: format!("alias entry {entry:?}: {why}"),
+                        })?;
+                        out.prefixes.push(net);
+                    }
+                }
+                Alias::File { file } => read_alias_file(token, file, &mut out.prefixes)?,
             }
         } else {
             let net = parse_prefix(token).map_err(|why| {
@@ -223,11 +254,45 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
 mod tests {
     use super::*;
 
-    fn aliases() -> BTreeMap<String, Vec<String>> {
+    fn aliases() -> BTreeMap<String, Alias> {
         BTreeMap::from([(
             "office".to_string(),
-            vec!["203.0.113.0/24".to_string(), "2001:db8:1::/48".to_string()],
+            Alias::List(vec![
+                "203.0.113.0/24".to_string(),
+                "2001:db8:1::/48".to_string(),
+            ]),
         )])
+    }
+
+    #[test]
+    fn an_alias_file_is_read_when_used_and_its_bad_line_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("partners.txt");
+        std::fs::write(
+            &file,
+            "# partners\n198.51.100.0/24\n\n2001:db8:5::/48  # lab\n",
+        )
+        .unwrap();
+        let mut aliases = aliases();
+        aliases.insert("partners".into(), Alias::File { file: file.clone() });
+        let r = resolve(&toks(&["partners"]), &aliases).unwrap();
+        assert_eq!(
+            r.prefixes,
+            vec![
+                "198.51.100.0/24".parse::<IpNet>().unwrap(),
+                "2001:db8:5::/48".parse().unwrap()
+            ]
+        );
+        std::fs::write(&file, "198.51.100.0/24\n198.51.100.0/33\n").unwrap();
+        let e = resolve(&toks(&["partners"]), &aliases)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("partners.txt:2") && e.contains("/33"), "{e}");
+        std::fs::remove_file(&file).unwrap();
+        let e = resolve(&toks(&["partners"]), &aliases)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read its file"), "{e}");
     }
 
     fn toks(s: &[&str]) -> Vec<String> {

@@ -86,7 +86,7 @@ fn on_redirects_public_clients_but_not_the_office_over_ipv4_and_ipv6() {
         off["server_stopped"].is_u64(),
         "off stops the server on started: {off}"
     );
-    for stale in ["state/server.pid", "state/control.sock"] {
+    for stale in ["run/server.pid", "run/control.sock"] {
         assert!(!site.dir.path().join(stale).exists(), "{stale} left behind");
     }
     assert!(is_app(&site.get_public(&site.pub4())));

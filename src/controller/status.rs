@@ -58,7 +58,8 @@ impl Controller {
                 healthy: probe::http(&self.config, &s).is_ok(),
                 status: s,
             });
-        if let Some(r) = recorded_on {
+        // Without privilege the control socket cannot be asked either: no verdict on the server.
+        if let Some(r) = recorded_on.filter(|_| kernel_readable) {
             match &server {
                 None => drift.push(
                     "maintenance is on but the maintenance server is not running: redirected visitors get \"connection refused\"; `maint on` again starts one (or `systemctl start maint`)".into(),

@@ -103,7 +103,10 @@ impl Supervisor<'_> {
     fn spawn_detached(&self, args: &[&str], stdout: Stdio, stderr: Stdio) -> anyhow::Result<u32> {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("--config")
+        // A `maint on` run by a service (an Ansible task under systemd, say) must not hand
+        // the server it starts that service's notification socket.
+        cmd.env_remove("NOTIFY_SOCKET")
+            .arg("--config")
             .arg(self.config_path)
             .args(args)
             .stdin(Stdio::null())
@@ -209,14 +212,33 @@ fn wait_for_server(socket: &Path, pid: u32, log: &Path) -> anyhow::Result<Server
 /// Whether `pid` still runs; reaps it if it is our exited child.
 fn alive(pid: u32) -> bool {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let raw = pid;
     let pid = nix::unistd::Pid::from_raw(pid as i32);
     if nix::sys::signal::kill(pid, None).is_err() {
         return false;
     }
-    !matches!(
+    if matches!(
         waitpid(pid, Some(WaitPidFlag::WNOHANG)),
         Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
-    )
+    ) {
+        return false;
+    }
+    // Not our child (the `on` that started it has exited): once it has exited it is a
+    // zombie until init reaps it, which some inits do seconds later. It is gone for us.
+    !is_zombie(raw)
+}
+
+/// Whether `pid` has exited and waits to be reaped (Linux's /proc; elsewhere: no).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses and may hold any
+            // character: look after the last ')'.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|s| s == "Z" || s == "X")
+        })
+        .unwrap_or(false)
 }
 
 /// SIGTERM, then a moment to drain so the port is free for a later `on`.

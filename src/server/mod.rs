@@ -129,6 +129,10 @@ pub fn run(config: Config, config_path: PathBuf, background: bool, startup: Star
             pid = std::process::id(),
             "maintenance server ready"
         );
+        // Under systemd (Type=notify): the units ordered after maint, the web server and the
+        // app, start now that the ports answer and a recorded maintenance is back. Unset
+        // afterwards, so nothing this process starts can speak for the unit.
+        let _ = sd_notify::notify(true, &[sd_notify::NotifyState::Ready]);
         signals(&shared, &config_path).await?;
         shared.shutdown().await;
         anyhow::Ok(())

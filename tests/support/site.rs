@@ -46,8 +46,9 @@ impl Site {
         std::fs::write(
             &config,
             format!(
-                "{extra}\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{state}\"\nruntime_dir = \"{state}\"\n",
-                state = dir.path().join("state").display()
+                "{extra}\n[aliases]\noffice = [\"203.0.113.0/24\", \"2001:db8:113::/48\"]\n\n[paths]\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\n",
+                dir.path().join("state").display(),
+                dir.path().join("run").display()
             ),
         )
         .unwrap();
