@@ -58,7 +58,7 @@ impl Server {
         let user = lookup(FALLBACK_USER)?.with_context(|| {
             format!(
                 "neither {DEDICATED_USER:?} nor {FALLBACK_USER:?} exists to run the server as; \
-                 create {DEDICATED_USER:?} (see conf/maint.sysusers) or set server.user"
+                 create {DEDICATED_USER:?} (see conf/sysusers.conf) or set server.user"
             )
         })?;
         Ok(ServerUser {
@@ -66,7 +66,7 @@ impl Server {
             fallback: Some(format!(
                 "the maintenance server runs as {FALLBACK_USER:?}, which other processes share \
                  and which can therefore signal it: create the user {DEDICATED_USER:?} (install \
-                 conf/maint.sysusers and run systemd-sysusers; on OpenBSD: useradd -L daemon -d \
+                 conf/sysusers.conf and run systemd-sysusers; on OpenBSD: useradd -L daemon -d \
                  /var/empty -s /sbin/nologin {DEDICATED_USER}) or set server.user"
             )),
         })
@@ -83,19 +83,10 @@ pub struct Config {
     pub paths: Paths,
     /// Named groups of sources, usable wherever a source is: `office = ["203.0.113.0/24"]`,
     /// or `partners = { file = "/etc/maint/partners.txt" }` (one prefix per line).
-    pub aliases: BTreeMap<String, Alias>,
+    pub aliases: BTreeMap<String, crate::sources::Alias>,
     /// Pages for particular sites where one host serves several, by the name visitors ask
     /// for (`Host`; `*.example.org` covers one label): what differs from `[page]`.
     pub sites: BTreeMap<String, SitePage>,
-}
-
-/// One alias: its prefixes in the config, or a file of them (one per line, `#` comments),
-/// read only when the alias is used, so a list of a million costs nothing to `status`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Alias {
-    List(Vec<String>),
-    File { file: PathBuf },
 }
 
 /// What one site's page changes of `[page]`.
@@ -476,7 +467,7 @@ impl Config {
                 bail!("alias {name:?} is a reserved word; pick another name");
             }
             // A file is read when the alias is used, and its errors named then.
-            let Alias::List(entries) = alias else {
+            let crate::sources::Alias::List(entries) = alias else {
                 continue;
             };
             for entry in entries {

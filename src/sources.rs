@@ -9,8 +9,17 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
+use serde::Deserialize;
 
-use crate::config::Alias;
+/// One `[aliases]` entry: its prefixes in the config, or a file of them (one per line, `#`
+/// comments), read only when the alias is used, so a list of a million costs `status`
+/// nothing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Alias {
+    List(Vec<String>),
+    File { file: std::path::PathBuf },
+}
 
 /// A bad source token or window. Reported as bad input (exit 2); nothing is changed.
 #[derive(Debug, thiserror::Error)]

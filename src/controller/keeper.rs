@@ -8,14 +8,63 @@
 //! `on` and `off`, so it never sees (or repairs towards) a record half-way through a change,
 //! and when maintenance is off or its window has ended it puts nothing back.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use maint_backends::{Backend, Seen};
+
+/// The watch's announcements, shared between the keeper's loop and its quiet socket.
+type Ears = Arc<Mutex<Box<dyn maint_backends::Ears>>>;
+
+/// What `on` writes to the keeper's socket.
+const QUIET: &[u8; 6] = b"quiet\n";
+
+/// Deaf while it lives, listening again when dropped.
+struct Deaf(Ears);
+
+impl Deaf {
+    fn new(ears: Ears) -> Deaf {
+        if let Ok(e) = ears.lock() {
+            let _ = e.deafen();
+        }
+        Deaf(ears)
+    }
+}
+
+impl Drop for Deaf {
+    fn drop(&mut self) {
+        if let Ok(e) = self.0.lock() {
+            if let Err(err) = e.listen() {
+                tracing::error!("the keeper cannot listen to the firewall again: {err}");
+            }
+        }
+    }
+}
+
+fn quiet_socket(config: &Config) -> PathBuf {
+    config.paths.runtime_dir.join("keeper.sock")
+}
+
+/// Called by `on` (holding the lock) before it loads a policy: asks a running keeper to stop
+/// listening to the firewall until the lock is free again, so the kernel does not announce
+/// every prefix of the load. Without a keeper this does nothing.
+pub fn ask_quiet(config: &Config) {
+    let Ok(mut stream) = UnixStream::connect(quiet_socket(config)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = [0u8; 3];
+    if stream.write_all(QUIET).is_ok() && stream.read_exact(&mut answer).is_ok() {
+        tracing::debug!("the keeper stopped listening while this policy loads");
+    }
+}
 
 use super::firewall;
 use super::supervisor::Supervisor;
@@ -243,19 +292,55 @@ impl Keeper {
         }
         let (backend, _) = firewall::configured(&self.config).map_err(|e| e.into_error())?;
         let mut watch = backend.watch()?;
+        let ears: Option<Ears> = watch.ears().map(|e| Arc::new(Mutex::new(e)));
+        let quiet = Arc::new(AtomicBool::new(false));
+        if let Some(ears) = &ears {
+            self.answer_quiet_requests(ears.clone(), quiet.clone())?;
+        }
         loop {
             let seen = watch.wait(LOOK_EVERY)?;
-            if seen == Seen::Nothing {
+            // An `on` asked for quiet while it loads a policy: listen again once it is done
+            // (it holds the lock until then), and look at what it left.
+            let was_quiet = quiet.swap(false, Ordering::SeqCst);
+            if seen == Seen::Nothing && !was_quiet {
                 continue;
             }
-            if let Err(e) = self.check(seen == Seen::EditedByOthers) {
+            if let Err(e) = self.check(seen == Seen::EditedByOthers, ears.as_ref()) {
                 tracing::error!("could not check or repair maint's firewall state: {e:#}");
             }
         }
     }
 
-    fn check(&self, deep: bool) -> anyhow::Result<()> {
+    /// `maint on` asks for quiet before it loads a policy (see [`ask_quiet`]).
+    fn answer_quiet_requests(&self, ears: Ears, quiet: Arc<AtomicBool>) -> anyhow::Result<()> {
+        let path = quiet_socket(&self.config);
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("cannot create the keeper's socket {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut word = [0u8; QUIET.len()];
+                if stream.read_exact(&mut word).is_err() || word != *QUIET {
+                    continue;
+                }
+                let deafened = ears.lock().map(|e| e.deafen());
+                if matches!(deafened, Ok(Ok(()))) {
+                    quiet.store(true, Ordering::SeqCst);
+                    let _ = stream.write_all(b"ok\n");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn check(&self, deep: bool, ears: Option<&Ears>) -> anyhow::Result<()> {
         let _lock = state::lock(&self.config.paths.lock_file())?;
+        // Deaf while it looks and perhaps loads (its own load would be announced element by
+        // element); whatever happened meanwhile is under the lock, which it holds.
+        let _deaf = ears.map(|e| Deaf::new(e.clone()));
         let store = self.store();
         let Some(record) = store.load()? else {
             return Ok(());

@@ -158,6 +158,7 @@ impl Controller {
         outcome.before = standing(previous.as_ref(), Ok(current.as_ref()));
         let digest = policy.digest();
         if current.as_ref().map(|c| &c.digest) != Some(&digest) {
+            keeper::ask_quiet(&self.config);
             backend.apply(&policy)?;
             outcome.changed = true;
             // 5. Every open connection follows the new policy at once: matched clients move

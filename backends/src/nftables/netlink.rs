@@ -107,6 +107,33 @@ fn parse_error(msg: &Message<'_>) -> Option<ErrMsg> {
     })
 }
 
+/// Joins and leaves multicast groups of a [`Socket`] from another thread.
+pub struct Membership(std::os::fd::OwnedFd);
+
+impl Membership {
+    pub fn set(&self, group: u32, member: bool) -> Result<(), NlError> {
+        let opt = if member {
+            libc::NETLINK_ADD_MEMBERSHIP
+        } else {
+            libc::NETLINK_DROP_MEMBERSHIP
+        };
+        // SAFETY: a u32 group number on our stack, of the size the option documents.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                libc::SOL_NETLINK,
+                opt,
+                &group as *const u32 as *const libc::c_void,
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(NlError::from_io(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
 pub struct Socket {
     sock: mnl::Socket,
     seq: u32,
@@ -170,6 +197,20 @@ impl Socket {
     pub fn subscribe(&self, group: u32) -> Result<(), NlError> {
         self.setsockopt(libc::SOL_NETLINK, libc::NETLINK_ADD_MEMBERSHIP, group)
             .map_err(NlError::from_io)
+    }
+
+    /// A second descriptor for this socket, on which another thread may join or leave
+    /// multicast groups (membership belongs to the socket, not the descriptor).
+    pub fn membership(&self) -> Result<Membership, NlError> {
+        // SAFETY: dup(2) of a descriptor we own; the result is owned by the OwnedFd below.
+        let fd = unsafe { libc::dup(self.sock.as_raw_fd()) };
+        if fd < 0 {
+            return Err(NlError::from_io(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        Ok(Membership(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
     }
 
     /// Waits up to `timeout` for one datagram of announcements. `Ok(None)` when none came;

@@ -11,10 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::netlink::Socket;
+use super::netlink::{Membership, Socket};
 use super::nla::{messages, Attrs};
 use super::uapi::*;
-use crate::{Result, Seen, Watch};
+use crate::{Ears, Result, Seen, Watch};
 
 /// The process name (task comm) maint's own transactions carry.
 const OUR_COMM: &str = "maint";
@@ -73,7 +73,30 @@ fn classify(ty: u16, attrs: Attrs<'_>, table: &str) -> Announcement {
     }
 }
 
+struct NftEars(Membership);
+
+impl Ears for NftEars {
+    fn deafen(&self) -> Result<()> {
+        self.0
+            .set(NFNLGRP_NFTABLES, false)
+            .map_err(|e| super::nl_error("leaving the nf_tables announcements", e))
+    }
+
+    fn listen(&self) -> Result<()> {
+        self.0
+            .set(NFNLGRP_NFTABLES, true)
+            .map_err(|e| super::nl_error("listening to nf_tables announcements", e))
+    }
+}
+
 impl Watch for NftWatch {
+    fn ears(&self) -> Option<Box<dyn Ears>> {
+        self.sock
+            .membership()
+            .ok()
+            .map(|m| Box::new(NftEars(m)) as Box<dyn Ears>)
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<Seen> {
         let deadline = Instant::now() + timeout;
         let mut seen = Seen::Nothing;
