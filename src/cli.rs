@@ -103,7 +103,14 @@ pub enum Command {
     /// corrupt state record. Removes only what maint created.
     #[command(after_help = OFF_EXAMPLES)]
     Off(OffArgs),
-    /// Show whether maintenance is on, for whom, until when, and the server's health.
+    /// Show whether maintenance is on, for whom, until when, who switched it, and the
+    /// server's health.
+    ///
+    /// Compares three things: the state record (what was asked for), maint's table in the
+    /// kernel (by the digest in its stamp, at the same cost for ten prefixes or a million),
+    /// and the maintenance server. Where they disagree that is drift, with exit code 4; run
+    /// as a user who cannot read the firewall it reports the record's word and exits 5,
+    /// never "off" by mistake.
     #[command(after_help = STATUS_EXAMPLES)]
     Status,
     /// Check the config, the firewall, the maintenance server and certificates; change nothing.
@@ -144,7 +151,8 @@ Examples:
 const STATUS_EXAMPLES: &str = "\
 Examples:
   maint status              a few lines for a person
-  maint --json status       every field, for scripts, Ansible and monitoring";
+  maint --json status       every field, for scripts, Ansible and monitoring
+  maint status || alert     exit 0: as recorded; 4: drift (the report says what); 5: not root";
 
 #[derive(Debug, Args)]
 pub struct ManArgs {

@@ -42,8 +42,9 @@ cat > /etc/maint/maint.toml <<'CONF'
 backend = "pf"
 
 [paths]
-# OpenBSD has no /run.
-state_dir = "/var/run/maint"
+# OpenBSD's defaults, spelled out: the record in /var/db, the runtime files in /var/run.
+state_dir = "/var/db/maint"
+runtime_dir = "/var/run/maint"
 
 [aliases]
 office = ["192.168.56.32"]

@@ -324,8 +324,34 @@ fn unmap(addr: IpAddr) -> IpAddr {
 /// sorted. This is the form every backend stores and reads back.
 pub fn canonical(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
     let nets: Vec<IpNet> = nets.into_iter().map(|n| n.trunc()).collect();
+    // A list already in this form (a sorted alias file, a policy read back) is kept as it
+    // is: checking takes one pass, where merging a million prefixes takes a sort.
+    if is_canonical(&nets) {
+        return nets;
+    }
     // `aggregate` splits by family itself and returns IPv4 then IPv6, each sorted.
     IpNet::aggregate(&nets)
+}
+
+/// Whether `nets` (host bits cleared) is what [`canonical`] would make of it: IPv4 first,
+/// each family sorted and disjoint, and no two neighbours that are the two halves of one
+/// larger prefix (any set of prefixes that merges holds such a pair).
+fn is_canonical(nets: &[IpNet]) -> bool {
+    nets.windows(2).all(|w| {
+        let (a, b) = (w[0], w[1]);
+        match (a, b) {
+            (IpNet::V4(a), IpNet::V4(b)) => {
+                a.broadcast() < b.network()
+                    && !(a.prefix_len() == b.prefix_len() && a.supernet() == b.supernet())
+            }
+            (IpNet::V6(a), IpNet::V6(b)) => {
+                a.broadcast() < b.network()
+                    && !(a.prefix_len() == b.prefix_len() && a.supernet() == b.supernet())
+            }
+            (IpNet::V4(_), IpNet::V6(_)) => true,
+            (IpNet::V6(_), IpNet::V4(_)) => false,
+        }
+    })
 }
 
 /// The whole IPv4 and IPv6 address space: the `all` source.
@@ -485,8 +511,44 @@ pub fn open(firewall: Settings) -> Result<Box<dyn Backend>> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The shortcut never keeps a list that merging would change.
+        #[test]
+        fn a_list_taken_as_canonical_is_what_aggregate_makes_of_it(
+            raw in proptest::collection::vec((0u32..64, 24u8..=32), 0..12)
+        ) {
+            let mut nets: Vec<IpNet> = raw
+                .iter()
+                .map(|&(i, len)| IpNet::V4(Ipv4Net::new((0xC000_0200 + i * 4).into(), len).unwrap().trunc()))
+                .collect();
+            nets.sort();
+            if is_canonical(&nets) {
+                proptest::prop_assert_eq!(IpNet::aggregate(&nets), nets.clone());
+            }
+            proptest::prop_assert_eq!(canonical(nets.clone()), IpNet::aggregate(&nets));
+        }
+    }
+
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_canonical_shortcut_knows_siblings_overlaps_and_order() {
+        assert!(is_canonical(&nets(&[
+            "192.0.2.0/25",
+            "198.51.100.0/24",
+            "2001:db8::/32"
+        ])));
+        // Two halves of 192.0.2.0/24, an overlap, IPv6 before IPv4: not canonical.
+        assert!(!is_canonical(&nets(&["192.0.2.0/25", "192.0.2.128/25"])));
+        assert!(!is_canonical(&nets(&["192.0.2.0/24", "192.0.2.7/32"])));
+        assert!(!is_canonical(&nets(&["2001:db8::/32", "192.0.2.0/24"])));
+        assert_eq!(
+            canonical(nets(&["192.0.2.0/25", "192.0.2.128/25"])),
+            nets(&["192.0.2.0/24"])
+        );
     }
 
     #[test]
