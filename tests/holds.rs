@@ -7,27 +7,8 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::site::{is_app, is_maintenance, Site};
+use support::site::{is_app, is_maintenance, Site, HOST_FIREWALL as HOST_RULES};
 use support::{have_root, maint_bin, stdout};
-
-/// The host firewall a real machine loads at boot (what nftables.service does).
-const HOST_RULES: &str = "table inet host_filter {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established,related accept\n  tcp dport { 22, 80, 443 } accept\n }\n}\n";
-
-fn nft(site: &Site, script: &str) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &site.lab.server.ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f failed: {script}");
-}
 
 /// `maint serve` in the server's namespace as the systemd unit starts it (in the
 /// foreground), logging to a file the test reads.
@@ -71,10 +52,10 @@ fn reboot(site: &Site, server_pid: i32) {
     support::wait_until(Duration::from_secs(5), "maint's processes gone", || {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(server_pid), None).is_err()
     });
-    nft(site, "flush ruleset\n");
+    support::site::nft(&site.lab.server.ns, "flush ruleset\n");
     let _ = site.lab.run(&site.lab.server.ns, &["conntrack", "-F"]);
     std::fs::remove_dir_all(site.dir.path().join("run")).unwrap();
-    nft(site, HOST_RULES);
+    support::site::nft(&site.lab.server.ns, HOST_RULES);
     assert!(
         is_app(&site.get_public(&site.pub4())),
         "after the reboot, before maint starts"
@@ -192,7 +173,7 @@ fn a_flushed_ruleset_is_put_back_within_a_second_and_a_reload_keeps_its_own_rule
     assert!(is_maintenance(&site.get_public(&site.pub4())));
 
     // `nft flush ruleset` by hand.
-    nft(&site, "flush ruleset\n");
+    support::site::nft(&site.lab.server.ns, "flush ruleset\n");
     let back = time_until(&site, "the page after a flush", is_maintenance);
     println!("nft flush ruleset: visitors see the page again after {back:?}");
     let status = site.maint(&["status"]);
@@ -201,7 +182,7 @@ fn a_flushed_ruleset_is_put_back_within_a_second_and_a_reload_keeps_its_own_rule
     // What `systemctl reload nftables` does: one transaction that flushes and loads the
     // host's own rules. Those stay as loaded; maint's table comes back beside them.
     let foreign = format!("flush ruleset\n{HOST_RULES}table ip other_tool {{\n chain c {{\n  type filter hook forward priority 0; policy accept;\n  ip saddr 192.0.2.99 drop\n }}\n}}\n");
-    nft(&site, &foreign);
+    support::site::nft(&site.lab.server.ns, &foreign);
     let back = time_until(&site, "the page after a reload", is_maintenance);
     println!("a reload of the host's rules (flush ruleset + its own tables): the page is back after {back:?}");
     let ruleset = site.lab.ruleset();
@@ -215,7 +196,10 @@ fn a_flushed_ruleset_is_put_back_within_a_second_and_a_reload_keeps_its_own_rule
 
     // Someone deletes one exception element by hand: the stamp still matches, the
     // announcement tells the keeper to read the table back, and the office returns.
-    nft(&site, "delete element inet maint exc4 { 203.0.113.0/24 }\n");
+    support::site::nft(
+        &site.lab.server.ns,
+        "delete element inet maint exc4 { 203.0.113.0/24 }\n",
+    );
     support::wait_until(Duration::from_secs(5), "the exception back", || {
         site.lab.ruleset().contains("203.0.113.0/24")
     });

@@ -7,6 +7,26 @@ use std::time::Duration;
 use super::netns::Lab;
 use super::{maint_bin, stderr, stdout};
 
+/// The stateful firewall a real host loads at boot (what nftables.service does).
+pub const HOST_FIREWALL: &str = "table inet host_filter {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established,related accept\n  tcp dport { 22, 80, 443 } accept\n }\n}\n";
+
+/// `nft -f -` of `script` in namespace `ns`, which must succeed.
+pub fn nft(ns: &str, script: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f failed: {script}");
+}
+
 /// A server host running the app, with maint configured, and two clients.
 pub struct Site {
     pub lab: Lab,
@@ -28,18 +48,7 @@ impl Site {
     pub fn build(extra: &str, firewall: bool) -> Site {
         let lab = Lab::new();
         if firewall {
-            let rules = "table inet host_filter {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established,related accept\n  tcp dport { 22, 80, 443 } accept\n }\n}\n";
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &lab.server.ns, "nft", "-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    use std::io::Write;
-                    c.stdin.take().unwrap().write_all(rules.as_bytes())?;
-                    c.wait()
-                })
-                .unwrap();
-            assert!(out.success());
+            nft(&lab.server.ns, HOST_FIREWALL);
         }
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("maint.toml");
