@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 #[cfg(target_os = "linux")]
 pub mod nftables;
 pub mod pf;
+mod watch;
+
+pub use watch::{Ears, Periodic, Seen, Watch};
 
 /// One redirected port: TCP traffic to `public` from a matched source goes to `server` on this
 /// host, where the maintenance server listens.
@@ -249,49 +252,6 @@ impl InForce {
 
     pub fn expired_at(&self, now: SystemTime) -> bool {
         expired_at(self.until, now)
-    }
-}
-
-/// What a [`Watch`] saw while it waited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seen {
-    /// Nothing that concerns maint.
-    Nothing,
-    /// The ruleset may have changed (or the firewall cannot tell): compare the digest in the
-    /// kernel with the record's.
-    Changed,
-    /// Another program changed maint's own rules or sets: the digest may still match, so the
-    /// whole policy must be read back and compared.
-    EditedByOthers,
-}
-
-/// Tells maint's keeper when the firewall may have changed under its feet.
-pub trait Watch {
-    /// Waits up to `timeout` and says what happened meanwhile.
-    fn wait(&mut self, timeout: Duration) -> Result<Seen>;
-    /// A handle another thread can use to stop and restart the announcements, or `None`
-    /// when the watch has none to stop.
-    fn ears(&self) -> Option<Box<dyn Ears>> {
-        None
-    }
-}
-
-/// Stops and restarts a watch's announcements. The kernel builds an announcement for every
-/// element of a transaction while anyone listens: with a million prefixes that made `maint
-/// on` take 23 s instead of 4 s. So the keeper stops listening while maint itself loads a
-/// policy, and compares the stamp once it listens again.
-pub trait Ears: Send {
-    fn deafen(&self) -> Result<()>;
-    fn listen(&self) -> Result<()>;
-}
-
-/// A watch for firewalls that cannot report changes: every wait says "check".
-pub struct Periodic;
-
-impl Watch for Periodic {
-    fn wait(&mut self, timeout: Duration) -> Result<Seen> {
-        std::thread::sleep(timeout);
-        Ok(Seen::Changed)
     }
 }
 
