@@ -126,8 +126,7 @@ pub struct Record {
 
 impl Record {
     pub fn expired_at(&self, now: std::time::SystemTime) -> bool {
-        self.until
-            .is_some_and(|u| now >= std::time::UNIX_EPOCH + std::time::Duration::from_secs(u))
+        maint_backends::window_ended(self.until, now)
     }
 }
 

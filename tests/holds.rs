@@ -13,16 +13,19 @@ use support::{have_root, maint_bin, stdout};
 /// `maint serve` in the server's namespace as the systemd unit starts it (in the
 /// foreground), logging to a file the test reads.
 fn serve(site: &Site, log: &std::path::Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
+    serve_in(&site.lab.server.ns, &site.config, log)
+}
+
+/// The same, by namespace and config, appending to `log` (a restarted server adds to it).
+fn serve_in(ns: &str, config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &site.lab.server.ns,
-            maint_bin(),
-            "--config",
-        ])
-        .arg(&site.config)
+        .args(["netns", "exec", ns, maint_bin(), "--config"])
+        .arg(config)
         .arg("serve")
         .stdout(Stdio::null())
         .stderr(log)
@@ -264,15 +267,7 @@ fn a_killed_server_comes_back_under_the_unit_and_in_the_background() {
                 let exited = server.lock().unwrap().try_wait().unwrap().is_some();
                 if exited {
                     std::thread::sleep(unit);
-                    let log = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-                    *server.lock().unwrap() = Command::new("ip")
-                        .args(["netns", "exec", &ns, maint_bin(), "--config"])
-                        .arg(&config)
-                        .arg("serve")
-                        .stdout(Stdio::null())
-                        .stderr(log)
-                        .spawn()
-                        .unwrap();
+                    *server.lock().unwrap() = serve_in(&ns, &config, &log);
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }

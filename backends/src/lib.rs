@@ -191,7 +191,7 @@ impl Policy {
 
     /// Whether the window has closed at `now`.
     pub fn expired_at(&self, now: SystemTime) -> bool {
-        expired_at(self.until, now)
+        window_ended(self.until, now)
     }
 
     /// A short fingerprint of the whole policy: the first 64 bits of SHA-256 over its
@@ -227,7 +227,8 @@ impl Policy {
     }
 }
 
-fn expired_at(until: Option<u64>, now: SystemTime) -> bool {
+/// Whether a window ending at `until` (Unix seconds; `None`: no end) has closed at `now`.
+pub fn window_ended(until: Option<u64>, now: SystemTime) -> bool {
     until.is_some_and(|u| now >= UNIX_EPOCH + Duration::from_secs(u))
 }
 
@@ -251,7 +252,7 @@ impl InForce {
     }
 
     pub fn expired_at(&self, now: SystemTime) -> bool {
-        expired_at(self.until, now)
+        window_ended(self.until, now)
     }
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::Result;
 
-/// What a [`Watch`] saw while it waited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a [`Watch`] saw while it waited, weakest first: of two observations, the keeper
+/// acts on the stronger (`max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Seen {
     /// Nothing that concerns maint.
     Nothing,

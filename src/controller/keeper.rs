@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use maint_backends::{Backend, Seen};
+use maint_backends::Seen;
 
 /// The watch's announcements, shared between the keeper's loop and its quiet socket.
 type Ears = Arc<Mutex<Box<dyn maint_backends::Ears>>>;
@@ -110,65 +110,66 @@ pub fn restore(config: &Config) {
             return;
         }
     };
-    let store = Store::new(&config.paths.state_dir);
-    let record = match store.load() {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            tracing::info!("no maintenance recorded; nothing to restore");
-            return;
-        }
-        Err(e) => {
-            tracing::error!("not restoring maintenance: {e:#}");
-            return;
-        }
-    };
-    if record.expired_at(SystemTime::now()) {
-        tracing::info!(
+    match hold_recorded(config, false) {
+        Ok(Held::NothingRecorded) => tracing::info!("no maintenance recorded; nothing to restore"),
+        Ok(Held::WindowEnded(until)) => tracing::info!(
             "not restoring maintenance: its window ended at {}",
-            record.until.map(rfc3339).unwrap_or_default()
-        );
-        return;
-    }
-    match firewall::for_record(config, Some(&record)) {
-        Ok((backend, _)) => match put_back(&store, &record, backend.as_ref(), false) {
-            Ok(false) => tracing::info!(
-                "maintenance recorded since {} is in force already",
-                rfc3339(record.since)
-            ),
-            Ok(true) => tracing::warn!(
-                "restored maintenance recorded since {} ({})",
-                rfc3339(record.since),
-                summary(&record)
-            ),
-            Err(e) => tracing::error!("could not restore the recorded maintenance: {e:#}"),
-        },
-        Err(e) => tracing::error!(
-            "could not restore the recorded maintenance: {:#}",
-            e.error()
+            until.map(rfc3339).unwrap_or_default()
         ),
+        Ok(Held::InForce(record)) => tracing::info!(
+            "maintenance recorded since {} is in force already",
+            rfc3339(record.since)
+        ),
+        Ok(Held::PutBack { record, .. }) => tracing::warn!(
+            "restored maintenance recorded since {} ({})",
+            rfc3339(record.since),
+            summary(&record)
+        ),
+        Err(e) => tracing::error!("could not restore the recorded maintenance: {e:#}"),
     }
 }
 
-/// Makes the kernel hold the recorded policy. With `deep`, the whole policy is read back
-/// (someone else edited maint's table); otherwise the digest in the kernel is compared.
-/// Returns whether anything had to be put back.
-fn put_back(
-    store: &Store,
-    record: &Record,
-    backend: &dyn Backend,
-    deep: bool,
-) -> anyhow::Result<bool> {
+/// What [`hold_recorded`] found and did.
+enum Held {
+    NothingRecorded,
+    WindowEnded(Option<u64>),
+    /// The kernel holds the recorded policy.
+    InForce(Record),
+    /// It did not, and now does again; `location` names maint's rules, as the firewall does.
+    PutBack {
+        record: Record,
+        location: String,
+    },
+}
+
+/// Makes the kernel hold the recorded policy, if maintenance is on and its window open.
+/// With `deep`, the whole policy is read back (someone else edited maint's table);
+/// otherwise the digest in the kernel is compared. The caller holds the lock.
+fn hold_recorded(config: &Config, deep: bool) -> anyhow::Result<Held> {
+    let store = Store::new(&config.paths.state_dir);
+    let Some(record) = store.load()? else {
+        return Ok(Held::NothingRecorded);
+    };
+    if record.expired_at(SystemTime::now()) {
+        return Ok(Held::WindowEnded(record.until));
+    }
+    let (backend, _) = firewall::for_record(config, Some(&record)).map_err(|e| e.into_error())?;
     let in_force = backend.in_force()?;
+    let mut policy = None;
     if in_force.as_ref().map(|f| &f.digest) == Some(&record.digest) {
         if !deep {
-            return Ok(false);
+            return Ok(Held::InForce(record));
         }
-        let policy = store.policy(record)?;
-        if backend.current()?.as_ref() == Some(&policy) {
-            return Ok(false);
+        let recorded = store.policy(&record)?;
+        if backend.current()?.as_ref() == Some(&recorded) {
+            return Ok(Held::InForce(record));
         }
+        policy = Some(recorded);
     }
-    let policy = store.policy(record)?;
+    let policy = match policy {
+        Some(p) => p,
+        None => store.policy(&record)?,
+    };
     backend.apply(&policy)?;
     // Clients that reached the app while the redirect was missing move to the page now.
     let mut redirected = policy.ports.clone();
@@ -176,7 +177,10 @@ fn put_back(
     if let Err(e) = backend.kill_disagreeing_states(&policy, &redirected) {
         tracing::warn!("the redirect is back, but open connections to the app were not cut: {e}");
     }
-    Ok(true)
+    Ok(Held::PutBack {
+        record,
+        location: backend.location(),
+    })
 }
 
 /// One line for the log: which sources, until when, why.
@@ -341,20 +345,10 @@ impl Keeper {
         // Deaf while it looks and perhaps loads (its own load would be announced element by
         // element); whatever happened meanwhile is under the lock, which it holds.
         let _deaf = ears.map(|e| Deaf::new(e.clone()));
-        let store = self.store();
-        let Some(record) = store.load()? else {
-            return Ok(());
-        };
-        if record.expired_at(SystemTime::now()) {
-            return Ok(());
-        }
-        let (backend, _) =
-            firewall::for_record(&self.config, Some(&record)).map_err(|e| e.into_error())?;
-        if put_back(&store, &record, backend.as_ref(), deep)? {
+        if let Held::PutBack { record, location } = hold_recorded(&self.config, deep)? {
             tracing::warn!(
-                "maint's {} was removed or changed by another program; put the recorded \
-                 maintenance back ({})",
-                backend.location(),
+                "maint's {location} was removed or changed by another program; put the \
+                 recorded maintenance back ({})",
                 summary(&record)
             );
         }

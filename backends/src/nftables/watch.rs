@@ -113,7 +113,7 @@ impl Watch for NftWatch {
                 Ok(None) => return Ok(seen),
                 Err(e) if e.errno == libc::ENOBUFS => {
                     self.touched = false;
-                    seen = seen.max_with(Seen::Changed);
+                    seen = seen.max(Seen::Changed);
                     continue;
                 }
                 Err(e) => return Err(super::nl_error("reading nf_tables announcements", e)),
@@ -129,22 +129,6 @@ impl Watch for NftWatch {
                     Announcement::Other => {}
                 }
             }
-        }
-    }
-}
-
-impl Seen {
-    /// The stronger of two observations.
-    fn max_with(self, other: Seen) -> Seen {
-        let rank = |s: Seen| match s {
-            Seen::Nothing => 0,
-            Seen::Changed => 1,
-            Seen::EditedByOthers => 2,
-        };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
         }
     }
 }
