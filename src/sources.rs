@@ -100,6 +100,10 @@ pub struct Resolved {
 }
 
 /// The prefixes of an alias file: one per line; blank lines and `#` comments are skipped.
+///
+/// A million-line file is read on every `maint on`, even an unchanged one, so the common line
+/// (`a.b.c.d/len`) is read in one pass by [`plain_ipv4_line`]; anything else goes through
+/// [`parse_prefix`].
 fn read_alias_file(
     alias: &str,
     file: &std::path::Path,
@@ -109,24 +113,75 @@ fn read_alias_file(
         token: alias.into(),
         why,
     };
-    let text = std::fs::read_to_string(file)
+    let bytes = std::fs::read(file)
         .map_err(|e| bad(format!("cannot read its file {}: {e}", file.display())))?;
     // About 16 bytes a line: room for all of them at once.
-    out.reserve(text.len() / 16);
-    for (n, line) in text.lines().enumerate() {
-        let entry = match line.as_bytes().iter().position(|&b| b == b'#') {
+    out.reserve(bytes.len() / 16);
+    let mut rest = &bytes[..];
+    let mut line_no = 0;
+    while !rest.is_empty() {
+        line_no += 1;
+        if let Some((net, used)) = plain_ipv4_line(rest) {
+            out.push(net);
+            rest = &rest[used..];
+            continue;
+        }
+        let end = rest.iter().position(|&b| b == b'\n');
+        let (line, tail) = rest.split_at(end.map_or(rest.len(), |at| at + 1));
+        rest = tail;
+        let entry = match line.iter().position(|&b| b == b'#') {
             Some(at) => &line[..at],
             None => line,
         }
-        .trim();
+        .trim_ascii();
         if entry.is_empty() {
             continue;
         }
-        let net = parse_prefix(entry)
-            .map_err(|why| bad(format!("{}:{}: {entry:?}: {why}", file.display(), n + 1)))?;
+        let at = |why: String| bad(format!("{}:{line_no}: {why}", file.display()));
+        let entry = std::str::from_utf8(entry)
+            .map_err(|_| at("not UTF-8 text; an alias file holds one prefix per line".into()))?;
+        let net = parse_prefix(entry).map_err(|why| at(format!("{entry:?}: {why}")))?;
         out.push(net);
     }
     Ok(())
+}
+
+/// A line that is exactly `a.b.c.d/len` (no leading zeros, `len` at most 32), ended by a
+/// newline or the end of the text: the prefix, host bits cleared, and the bytes it used, newline
+/// included. `None` for anything else, which [`parse_prefix`] then decides. Never accepts what
+/// `parse_prefix` refuses, nor reads a line differently (a property test holds it to that).
+fn plain_ipv4_line(text: &[u8]) -> Option<(IpNet, usize)> {
+    let mut at = 0;
+    // A decimal number of 1 to 3 digits without a leading zero, up to `max`, ended by `end`.
+    let mut number = |max: u32, end: u8| -> Option<u32> {
+        let start = at;
+        let mut n = 0u32;
+        while let Some(&b) = text.get(at).filter(|b| b.is_ascii_digit()) {
+            n = n * 10 + u32::from(b - b'0');
+            at += 1;
+            if at - start > 3 {
+                return None;
+            }
+        }
+        let digits = at - start;
+        if digits == 0 || (digits > 1 && text[start] == b'0') || n > max {
+            return None;
+        }
+        match text.get(at) {
+            Some(&b) if b == end => at += 1,
+            None if end == b'\n' => {}
+            _ => return None,
+        }
+        Some(n)
+    };
+    let mut bits = 0u32;
+    for end in [b'.', b'.', b'.', b'/'] {
+        bits = bits << 8 | number(255, end)?;
+    }
+    let len = number(32, b'\n')?;
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    let net = ipnet::Ipv4Net::new((bits & mask).into(), len as u8).ok()?;
+    Some((IpNet::V4(net), at))
 }
 
 /// Resolves tokens (each may also be a comma-separated list) against the config's aliases.
@@ -315,6 +370,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("partners.txt:2") && e.contains("/33"), "{e}");
+        // Windows line ends are read; a byte that is not text is named by its line.
+        std::fs::write(&file, b"198.51.100.0/24\r\n\n198.51.\xff.0/24\n").unwrap();
+        let e = resolve(&toks(&["partners"]), &aliases)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("partners.txt:3") && e.contains("not UTF-8"),
+            "{e}"
+        );
         std::fs::remove_file(&file).unwrap();
         let e = resolve(&toks(&["partners"]), &aliases)
             .unwrap_err()
@@ -346,6 +410,33 @@ mod tests {
         let all = resolve(&toks(&["all"]), &aliases()).unwrap();
         assert_eq!(all.prefixes, maint_backends::everything());
         assert!(all.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_fast_ipv4_path_takes_the_plain_form_only() {
+        let fast = |s: &str| plain_ipv4_line(s.as_bytes()).map(|(n, used)| (n.to_string(), used));
+        assert_eq!(fast("10.0.0.9/30\n1"), Some(("10.0.0.8/30".into(), 12)));
+        assert_eq!(fast("0.0.0.0/0"), Some(("0.0.0.0/0".into(), 9)));
+        assert_eq!(
+            fast("255.255.255.255/32"),
+            Some(("255.255.255.255/32".into(), 18))
+        );
+        for other in [
+            "10.0.0.1",
+            "010.0.0.0/8",
+            "10.0.0.0/033",
+            "10.0.0.0/",
+            "1.2.3.4.5/32",
+            "10.0.0.0/8 # lab",
+            "10.0.0.0/8\r\n",
+            " 10.0.0.0/8",
+        ] {
+            assert_eq!(fast(other), None, "{other}");
+        }
+        for refused in ["256.0.0.0/8", "10.0.0.0/33", "10.0.0/8"] {
+            assert_eq!(fast(refused), None, "{refused}");
+            assert!(parse_prefix(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]
@@ -434,6 +525,17 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The alias file's fast path reads a line as `parse_prefix` does, or leaves it to it.
+        #[test]
+        fn the_fast_ipv4_path_agrees_with_parse_prefix(
+            line in "[0-9./]{1,20}|([0-9]{1,3}\\.){3}[0-9]{1,3}/[0-9]{1,3}",
+        ) {
+            if let Some((net, used)) = plain_ipv4_line(line.as_bytes()) {
+                prop_assert_eq!(used, line.len());
+                prop_assert_eq!(Ok(net), parse_prefix(&line));
+            }
+        }
 
         /// No token panics the parser; what it accepts is a prefix with no host bits set.
         #[test]

@@ -284,35 +284,37 @@ fn unmap(addr: IpAddr) -> IpAddr {
 /// into the fewest prefixes that cover exactly the same addresses, IPv4 first, each family
 /// sorted. This is the form every backend stores and reads back.
 pub fn canonical(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
-    let nets: Vec<IpNet> = nets.into_iter().map(|n| n.trunc()).collect();
+    let nets: Vec<IpNet> = nets.into_iter().collect();
     // A list already in this form (a sorted alias file, a policy read back) is kept as it
     // is: checking takes one pass, where merging a million prefixes takes a sort.
     if is_canonical(&nets) {
         return nets;
     }
+    let nets: Vec<IpNet> = nets.into_iter().map(|n| n.trunc()).collect();
     // `aggregate` splits by family itself and returns IPv4 then IPv6, each sorted.
     IpNet::aggregate(&nets)
 }
 
-/// Whether `nets` (host bits cleared) is what [`canonical`] would make of it: IPv4 first,
+/// Whether `nets` is what [`canonical`] would make of it: host bits cleared, IPv4 first,
 /// each family sorted and disjoint, and no two neighbours that are the two halves of one
 /// larger prefix (any set of prefixes that merges holds such a pair).
 fn is_canonical(nets: &[IpNet]) -> bool {
-    nets.windows(2).all(|w| {
-        let (a, b) = (w[0], w[1]);
-        match (a, b) {
-            (IpNet::V4(a), IpNet::V4(b)) => {
-                a.broadcast() < b.network()
-                    && !(a.prefix_len() == b.prefix_len() && a.supernet() == b.supernet())
+    nets.iter().all(|n| n.addr() == n.network())
+        && nets.windows(2).all(|w| {
+            let (a, b) = (w[0], w[1]);
+            match (a, b) {
+                (IpNet::V4(a), IpNet::V4(b)) => {
+                    a.broadcast() < b.network()
+                        && !(a.prefix_len() == b.prefix_len() && a.supernet() == b.supernet())
+                }
+                (IpNet::V6(a), IpNet::V6(b)) => {
+                    a.broadcast() < b.network()
+                        && !(a.prefix_len() == b.prefix_len() && a.supernet() == b.supernet())
+                }
+                (IpNet::V4(_), IpNet::V6(_)) => true,
+                (IpNet::V6(_), IpNet::V4(_)) => false,
             }
-            (IpNet::V6(a), IpNet::V6(b)) => {
-                a.broadcast() < b.network()
-                    && !(a.prefix_len() == b.prefix_len() && a.supernet() == b.supernet())
-            }
-            (IpNet::V4(_), IpNet::V6(_)) => true,
-            (IpNet::V6(_), IpNet::V4(_)) => false,
-        }
-    })
+        })
 }
 
 /// The whole IPv4 and IPv6 address space: the `all` source.

@@ -95,9 +95,26 @@ struct Listener {
     uid: u32,
 }
 
-/// Listening TCP sockets on `port` in this network namespace, from `/proc/net/tcp{,6}`.
+/// Listening TCP sockets on `port` in this network namespace: from the kernel's socket
+/// diagnostics (one netlink dump of listeners per family), else from `/proc/net/tcp{,6}`.
+///
+/// `/proc/net/tcp` walks every bucket of the established-connections hash to print each
+/// connection: 9 ms on an idle 24 GiB host, and more the busier the web server is. A dump that
+/// asks for listeners only reads the listening hash.
 #[cfg(target_os = "linux")]
 fn listeners(port: u16) -> anyhow::Result<Vec<Listener>> {
+    match diag::listeners(port) {
+        Ok(found) => Ok(found),
+        Err(e) => {
+            tracing::debug!("socket diagnostics unavailable ({e}); reading /proc/net/tcp");
+            proc_listeners(port)
+        }
+    }
+}
+
+/// The same from `/proc/net/tcp{,6}`, for kernels without `inet_diag`.
+#[cfg(target_os = "linux")]
+fn proc_listeners(port: u16) -> anyhow::Result<Vec<Listener>> {
     /// `st` of a socket in the LISTEN state.
     const TCP_LISTEN: &str = "0A";
     let mut found = Vec::new();
@@ -163,6 +180,97 @@ fn holder_of(inode: u64) -> Option<u32> {
         })
 }
 
+/// Listening TCP sockets from `NETLINK_SOCK_DIAG` (`linux/inet_diag.h`).
+#[cfg(target_os = "linux")]
+mod diag {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+    };
+
+    use super::Listener;
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 0x1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const TCP_LISTEN: u32 = 10;
+    /// `struct nlmsghdr`.
+    const HEADER: usize = 16;
+    /// `struct inet_diag_msg`: family, state, timer, retrans, then `inet_diag_sockid` (48
+    /// bytes, the local port first, big-endian), expires, rqueue, wqueue, uid, inode.
+    const MSG: usize = 72;
+    const SPORT: usize = 4;
+    const UID: usize = 64;
+    const INODE: usize = 68;
+
+    pub(super) fn listeners(port: u16) -> std::io::Result<Vec<Listener>> {
+        let sock = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkSockDiag,
+        )?;
+        let mut found = Vec::new();
+        for family in [nix::libc::AF_INET as u8, nix::libc::AF_INET6 as u8] {
+            // nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states, and a
+            // zeroed inet_diag_sockid (no filter: the listeners are few).
+            let mut req = Vec::with_capacity(HEADER + 56);
+            req.extend_from_slice(&((HEADER + 56) as u32).to_ne_bytes());
+            req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+            req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+            req.extend_from_slice(&[0; 8]); // sequence number and port id
+            req.extend_from_slice(&[family, nix::libc::IPPROTO_TCP as u8, 0, 0]);
+            req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+            req.resize(HEADER + 56, 0);
+            send(sock.as_raw_fd(), &req, MsgFlags::empty())?;
+            read_dump(sock.as_raw_fd(), port, &mut found)?;
+        }
+        Ok(found)
+    }
+
+    /// Reads one dump's answers up to `NLMSG_DONE`; each datagram is bounded by the buffer.
+    fn read_dump(fd: i32, port: u16, found: &mut Vec<Listener>) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = recv(fd, &mut buf, MsgFlags::empty())?;
+            let mut msgs = &buf[..n];
+            while msgs.len() >= HEADER {
+                let field = |at: usize| u32::from_ne_bytes(msgs[at..at + 4].try_into().unwrap());
+                let len = field(0) as usize;
+                let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+                if len < HEADER || len > msgs.len() {
+                    return Err(std::io::Error::other("malformed sock_diag answer"));
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let errno = msgs
+                            .get(HEADER..HEADER + 4)
+                            .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+                        return Err(std::io::Error::from_raw_os_error(-errno));
+                    }
+                    SOCK_DIAG_BY_FAMILY if len >= HEADER + MSG => {
+                        let msg = &msgs[HEADER..HEADER + MSG];
+                        let at = |i: usize| u32::from_ne_bytes(msg[i..i + 4].try_into().unwrap());
+                        if u16::from_be_bytes([msg[SPORT], msg[SPORT + 1]]) == port {
+                            found.push(Listener {
+                                inode: u64::from(at(INODE)),
+                                uid: at(UID),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+                // Messages are aligned to 4 bytes.
+                msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
+            }
+        }
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -192,6 +300,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nothing listens"), "{err}");
+    }
+
+    #[test]
+    fn socket_diagnostics_and_proc_net_tcp_see_the_same_listeners() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        // A second listener on the same port, IPv6 (none where the kernel has no IPv6).
+        let v6 = std::net::TcpListener::bind(("::1", port)).ok();
+        let key = |l: &Listener| (l.inode, l.uid);
+        let mut diag: Vec<_> = diag::listeners(port).unwrap().iter().map(key).collect();
+        let mut proc: Vec<_> = proc_listeners(port).unwrap().iter().map(key).collect();
+        diag.sort();
+        proc.sort();
+        assert_eq!(diag.len(), 1 + usize::from(v6.is_some()), "{diag:?}");
+        assert_eq!(diag, proc);
     }
 
     #[test]
