@@ -112,7 +112,7 @@ pub enum Command {
     /// as a user who cannot read the firewall it reports the record's word and exits 5,
     /// never "off" by mistake.
     #[command(after_help = STATUS_EXAMPLES)]
-    Status,
+    Status(StatusArgs),
     /// Check the config, the firewall, the maintenance server and certificates; change nothing.
     Check,
     /// Run the maintenance server in the foreground (for systemd, rc.d, or by hand).
@@ -152,7 +152,9 @@ const STATUS_EXAMPLES: &str = "\
 Examples:
   maint status              a few lines for a person
   maint --json status       every field, for scripts, Ansible and monitoring
-  maint status || alert     exit 0: as recorded; 4: drift (the report says what); 5: not root";
+  maint status || alert     exit 0: as recorded; 4: drift (the report says what); 5: not root
+  maint status --format prometheus --output /var/lib/prometheus/node-exporter/maint.prom
+                            metrics for node_exporter's textfile collector (from cron)";
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
@@ -279,6 +281,28 @@ pub struct OnArgs {
     /// Apply even if the maintenance server does not answer (visitors may see errors).
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How to report: `text` for a person, `json` (as `--json`), or `prometheus` for the
+    /// Prometheus text format: the same metrics as the server's `[metrics] listen`, with the
+    /// kernel checked by this command. With `prometheus` the exit code is 0 once the metrics
+    /// are written: drift is in them (`maint_kernel_in_sync`), not in the exit code.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatusFormat,
+
+    /// Write the report to FILE instead of stdout, atomically (a temporary file renamed over
+    /// it, mode 0644), as node_exporter's textfile collector needs: it never reads half a file.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    Prometheus,
 }
 
 #[derive(Debug, Args)]

@@ -37,12 +37,35 @@ pub enum Request {
     End,
 }
 
+/// The schemes requests are counted by.
+pub const SCHEMES: [&str; 2] = ["http", "https"];
+/// How a request was answered: the page as HTML, JSON or text, an asset, or a held wait.
+pub const ANSWER_FORMATS: [&str; 5] = ["html", "json", "text", "asset", "wait"];
+
+/// Requests answered with one scheme and format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCount {
+    pub scheme: String,
+    pub format: String,
+    pub count: u64,
+}
+
+/// When a certificate the server presents expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateExpiry {
+    /// Its first DNS name (or subject).
+    pub name: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
 /// What the server reports about itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub pid: u32,
     pub version: String,
-    /// Unix seconds.
+    /// When it started: Unix seconds here, RFC 3339 on the wire and in `status --json`.
+    #[serde(with = "crate::time::rfc3339_field")]
     pub started: u64,
     pub requests: u64,
     pub connections: u64,
@@ -60,6 +83,20 @@ pub struct ServerStatus {
     pub http_port: u16,
     pub https_port: Option<u16>,
     pub window: Window,
+    /// Requests by scheme and answer format.
+    #[serde(default)]
+    pub requests_by: Vec<RequestCount>,
+    /// Connections that waited in the kernel's queue because `max_connections` were open.
+    #[serde(default)]
+    pub limit_waits: u64,
+    #[serde(default)]
+    pub tls_handshake_failures: u64,
+    #[serde(default)]
+    pub certificates: Vec<CertificateExpiry>,
+    /// The keeper's last word on whether the kernel holds the recorded policy; `None`
+    /// without a keeper.
+    #[serde(default)]
+    pub kernel_in_sync: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -4,12 +4,14 @@
 //! config, hand the command to the controller or the server, and turn the result into output
 //! and an exit code.
 
+mod audit;
 mod certs;
 mod cli;
 mod config;
 mod control;
 mod controller;
 mod finding;
+mod metrics;
 mod output;
 mod request;
 mod server;
@@ -94,10 +96,9 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                         controller::keeper::restore(&config);
                         if !nix::unistd::Uid::effective().is_root() {
                             tracing::info!("not root: maint's firewall state is not kept");
-                            return Ok(Box::new(()) as Box<dyn Send>);
+                            return Ok(None);
                         }
-                        let link = controller::keeper::spawn(&config, &path, background)?;
-                        Ok(Box::new(link) as Box<dyn Send>)
+                        controller::keeper::spawn(&config, &path, background).map(Some)
                     })
                 },
             };
@@ -117,9 +118,26 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             output::outcome(style, "off", &outcome);
             Ok(exit::OK)
         }
-        Command::Status => {
-            let report = Controller::new(config, cli.config.clone()).status()?;
-            output::status(cli.json, &report);
+        Command::Status(args) => {
+            let controller = Controller::new(config, cli.config.clone());
+            if args.format == cli::StatusFormat::Prometheus {
+                let text = controller.metrics()?;
+                output::to_file_or_stdout(args.output.as_deref(), &text).map_err(Fail::System)?;
+                return Ok(exit::OK);
+            }
+            let report = controller.status()?;
+            let json = cli.json || args.format == cli::StatusFormat::Json;
+            match &args.output {
+                Some(path) => {
+                    let text = if json {
+                        output::json_text(&report)
+                    } else {
+                        output::status_text(&report)
+                    };
+                    output::to_file_or_stdout(Some(path), &text).map_err(Fail::System)?;
+                }
+                None => output::status(json, &report),
+            }
             Ok(if !report.kernel_readable {
                 exit::KERNEL_UNREADABLE
             } else if !report.drift.is_empty() {
@@ -187,8 +205,12 @@ fn man(args: &cli::ManArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The human log on stderr, filtered by `-v`/`-q` and `RUST_LOG`; audit entries go to the
+/// journal or syslog where there is one (see [`audit`]), else through the same filter (the
+/// server logs at info, so its log keeps them).
 fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+    use tracing_subscriber::prelude::*;
     let default = if cli.quiet {
         "error"
     } else {
@@ -200,11 +222,16 @@ fn init_logging(cli: &Cli) {
             _ => "trace",
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let audit = audit::layer();
+    let to_sink = audit.is_some();
+    let human = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(env.and(filter_fn(move |meta| !(to_sink && audit::is_entry(meta)))));
+    tracing_subscriber::registry()
+        .with(human)
+        .with(audit)
         .init();
 }

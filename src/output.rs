@@ -16,10 +16,7 @@ pub struct Style {
 }
 
 fn print_json<T: Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("plain data serialises")
-    );
+    print!("{}", json_text(value));
 }
 
 fn warn_all(warnings: &[String]) {
@@ -106,6 +103,19 @@ pub fn status(json: bool, r: &StatusReport) {
     if json {
         return print_json(r);
     }
+    print!("{}", status_text(r));
+}
+
+/// `status` for a person: a few aligned lines.
+pub fn status_text(r: &StatusReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    // One line of the report.
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
     let state = match (r.active, r.expired, r.kernel_readable) {
         (true, _, false) => "ON, by the state record (the firewall could not be read: run as root)",
         (false, _, false) => {
@@ -115,43 +125,41 @@ pub fn status(json: bool, r: &StatusReport) {
         (false, true, true) => "off (window ended; `maint off` tidies up)",
         _ => "off",
     };
-    println!("maintenance: {state}");
-    println!("backend:     {} ({})", r.backend, r.table);
+    say!("maintenance: {state}");
+    say!("backend:     {} ({})", r.backend, r.table);
     if !r.sources.is_empty() || r.source_count.total() > 0 {
-        println!(
+        say!(
             "sources:     {} ({})",
             r.sources.join(", "),
             count(r.source_count.total(), "prefix", "prefixes")
         );
         if !r.exceptions.is_empty() || r.exception_count.total() > 0 {
-            println!(
+            say!(
                 "except:      {} ({})",
                 r.exceptions.join(", "),
                 count(r.exception_count.total(), "prefix", "prefixes")
             );
         }
-        println!("ports:       {}", maint_backends::PortMap::list(&r.ports));
+        say!("ports:       {}", maint_backends::PortMap::list(&r.ports));
     }
     if let Some(s) = &r.since {
-        println!("since:       {s}");
+        match &r.on_by {
+            Some(by) => say!("since:       {s} by {}", actor(by)),
+            None => say!("since:       {s}"),
+        }
     }
     if let (Some(at), Some(by)) = (&r.changed, &r.by) {
-        let origin = by
-            .origin
-            .as_deref()
-            .map(|o| format!(" ({o})"))
-            .unwrap_or_default();
-        println!("changed:     {at} by {}{origin}", by.user);
+        say!("changed:     {at} by {}", actor(by));
     }
     if let Some(u) = &r.until {
-        println!("until:       {u}");
+        say!("until:       {u}");
     }
     if let Some(reason) = &r.reason {
-        println!("reason:      {reason}");
+        say!("reason:      {reason}");
     }
     match &r.server {
         Some(s) => {
-            println!(
+            say!(
                 "server:      pid {}, {}, port {}; {} served, {}",
                 s.status.pid,
                 if s.healthy {
@@ -169,16 +177,43 @@ pub fn status(json: bool, r: &StatusReport) {
             );
             let (direct, per_source) = (s.status.refused_direct, s.status.refused_per_source);
             if direct > 0 || per_source > 0 {
-                println!(
+                say!(
                     "refused:     {direct} that reached the server port directly, {per_source} \
                      over the per-source connection limit"
                 );
             }
         }
-        None => println!("server:      not running"),
+        None => say!("server:      not running"),
     }
     for d in &r.drift {
-        println!("drift:       {d}");
+        say!("drift:       {d}");
+    }
+    out
+}
+
+/// "alice (ssh)".
+fn actor(by: &crate::state::Actor) -> String {
+    match &by.origin {
+        Some(o) => format!("{} ({o})", by.user),
+        None => by.user.clone(),
+    }
+}
+
+/// Any report as the JSON object `--json` prints.
+pub fn json_text<T: Serialize>(value: &T) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("plain data serialises");
+    text.push('\n');
+    text
+}
+
+/// Writes `text` to `path` atomically (mode 0644), or to stdout without one.
+pub fn to_file_or_stdout(path: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match path {
+        Some(p) => crate::state::write_atomically(p, text.as_bytes()),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
     }
 }
 

@@ -119,7 +119,15 @@ pub struct Record {
     /// Unix seconds of the last change.
     pub changed: u64,
     pub reason: Option<String>,
+    /// Who made the last change.
     pub by: Actor,
+    /// Who switched maintenance on (kept across changes, as `since` is).
+    #[serde(default)]
+    pub on_by: Option<Actor>,
+    /// Whether the end of this window was logged (the audit trail says "expiry" once, also
+    /// across restarts of the keeper that noticed it).
+    #[serde(default)]
+    pub expiry_logged: bool,
     /// The pid of a maintenance server `on` started, which `off` stops again.
     pub spawned_server: Option<u32>,
 }
@@ -128,6 +136,72 @@ impl Record {
     pub fn expired_at(&self, now: std::time::SystemTime) -> bool {
         maint_backends::window_ended(self.until, now)
     }
+
+    /// A record of nothing: what the audit trail names when `off` found maint's table without
+    /// a record.
+    pub fn unrecorded() -> Record {
+        Record {
+            version: VERSION,
+            backend: Kind::Nftables,
+            table: String::new(),
+            digest: String::new(),
+            ports: Vec::new(),
+            until: None,
+            source_count: Count::default(),
+            exception_count: Count::default(),
+            sources: Vec::new(),
+            exceptions: Vec::new(),
+            since: 0,
+            changed: 0,
+            reason: None,
+            by: Actor::default(),
+            on_by: None,
+            expiry_logged: false,
+            spawned_server: None,
+        }
+    }
+
+    /// One line for logs and the audit trail: which sources, except which, which ports, until
+    /// when.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} ({} prefixes)",
+            if self.sources.is_empty() {
+                "all".to_owned()
+            } else {
+                self.sources.join(", ")
+            },
+            self.source_count.total()
+        );
+        if !self.exceptions.is_empty() {
+            s.push_str(&format!(
+                " except {} ({} prefixes)",
+                self.exceptions.join(", "),
+                self.exception_count.total()
+            ));
+        }
+        s.push_str(&format!("; ports {}", PortMap::list(&self.ports)));
+        if let Some(u) = self.until {
+            s.push_str(&format!("; until {}", crate::time::rfc3339(u)));
+        }
+        s
+    }
+}
+
+/// What maint has done over time, for the metrics: kept in the state directory because the
+/// processes that act (`on`, `off`, the keeper) come and go. Written under the lock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Totals {
+    /// Connection states cut by `on`, `off` and repairs.
+    pub states_killed: u64,
+    /// Times the keeper put the recorded policy back after another program removed or
+    /// changed it.
+    pub repairs: u64,
+    /// Times `maint serve` put the recorded maintenance back when it started.
+    pub restores: u64,
+    /// Unix seconds of the last transition (on, change, off, expiry, repair, restore).
+    pub last_change: Option<u64>,
 }
 
 impl Store {
@@ -143,6 +217,33 @@ impl Store {
 
     fn policy_path(&self) -> PathBuf {
         self.dir.join("policy.json")
+    }
+
+    fn totals_path(&self) -> PathBuf {
+        self.dir.join("totals.json")
+    }
+
+    /// The totals so far; zero when none were written (or the file cannot be read: they are
+    /// counters for monitoring, never a reason to fail a command).
+    pub fn totals(&self) -> Totals {
+        read_if_exists(&self.totals_path())
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_slice(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds to the totals (the caller holds the lock). A failure is logged, not returned:
+    /// the transition it counts has happened.
+    pub fn add_to_totals(&self, change: impl FnOnce(&mut Totals)) {
+        let mut totals = self.totals();
+        change(&mut totals);
+        let written = serde_json::to_vec(&totals)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| write_atomically(&self.totals_path(), &t));
+        if let Err(e) = written {
+            tracing::warn!("cannot update the totals for the metrics: {e:#}");
+        }
     }
 
     /// `Ok(None)` when there is no record; `Err` when there is one that cannot be read,
@@ -202,6 +303,11 @@ impl Store {
         if !same {
             write_atomically(&self.policy_path(), &serde_json::to_vec(policy)?)?;
         }
+        self.save_record(record)
+    }
+
+    /// Rewrites the record alone, for a policy already saved.
+    pub fn save_record(&self, record: &Record) -> Result<()> {
         let mut text = serde_json::to_vec_pretty(record)?;
         text.push(b'\n');
         write_atomically(&self.record_path(), &text)
@@ -252,11 +358,27 @@ fn remove_if_exists(path: &Path) -> Result<bool> {
 
 /// A temporary file, fsync, rename over `path`, fsync of the directory: after a crash or a
 /// power cut the file is the old one or the new one, never half of either.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+///
+/// Mode 0644 whatever the umask (the unit sets 0077): the unprivileged server reads the record
+/// and the totals for its metrics, and `maint status` run by any user reads the record. None
+/// of it is secret; the lock and the sockets stay root's.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // `mode` is filtered by the umask; say it again.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -337,9 +459,7 @@ mod tests {
             exceptions: vec![],
             since: 1,
             changed: 1,
-            reason: None,
-            by: Actor::default(),
-            spawned_server: None,
+            ..Record::unrecorded()
         }
     }
 

@@ -29,3 +29,30 @@ pub fn httpdate(secs: u64) -> String {
         .strftime("%a, %d %b %Y %H:%M:%S GMT")
         .to_string()
 }
+
+/// Unix seconds kept as RFC 3339 in JSON (`#[serde(with = "crate::time::rfc3339_field")]`);
+/// plain seconds are read too, as servers before 0.2 wrote them.
+pub mod rfc3339_field {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(*secs))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Secs(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Secs(s) => Ok(s),
+            Either::Text(t) => t
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .and_then(|t| u64::try_from(t.as_second()).ok())
+                .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not an RFC 3339 time"))),
+        }
+    }
+}

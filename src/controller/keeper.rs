@@ -68,6 +68,7 @@ pub fn ask_quiet(config: &Config) {
 
 use super::firewall;
 use super::supervisor::Supervisor;
+use crate::audit::{self, Transition};
 use crate::config::Config;
 use crate::control::Window;
 use crate::state::{self, Record, Store};
@@ -112,21 +113,79 @@ pub fn restore(config: &Config) {
     };
     match hold_recorded(config, false) {
         Ok(Held::NothingRecorded) => tracing::info!("no maintenance recorded; nothing to restore"),
-        Ok(Held::WindowEnded(until)) => tracing::info!(
-            "not restoring maintenance: its window ended at {}",
-            until.map(rfc3339).unwrap_or_default()
-        ),
+        Ok(Held::WindowEnded(until)) => {
+            tracing::info!(
+                "not restoring maintenance: its window ended at {}",
+                until.map(rfc3339).unwrap_or_default()
+            );
+            note_expiry(config, "serve");
+        }
         Ok(Held::InForce(record)) => tracing::info!(
             "maintenance recorded since {} is in force already",
             rfc3339(record.since)
         ),
-        Ok(Held::PutBack { record, .. }) => tracing::warn!(
-            "restored maintenance recorded since {} ({})",
-            rfc3339(record.since),
-            summary(&record)
-        ),
+        Ok(Held::PutBack {
+            record,
+            states_killed,
+            ..
+        }) => {
+            tracing::warn!(
+                "restored maintenance recorded since {} ({})",
+                rfc3339(record.since),
+                record.summary()
+            );
+            count_transition(config, Transition::Restore, "serve", &record, states_killed);
+        }
         Err(e) => tracing::error!("could not restore the recorded maintenance: {e:#}"),
     }
+}
+
+/// Logs a transition maint made by itself and adds it to the totals; the caller holds the
+/// lock.
+fn count_transition(
+    config: &Config,
+    transition: Transition,
+    origin: &str,
+    record: &Record,
+    states_killed: usize,
+) {
+    audit::Entry {
+        transition,
+        by: audit::maint_itself(origin),
+        record: Some(record),
+    }
+    .log();
+    Store::new(&config.paths.state_dir).add_to_totals(|t| {
+        match transition {
+            Transition::Repair => t.repairs += 1,
+            Transition::Restore => t.restores += 1,
+            _ => {}
+        }
+        t.states_killed += states_killed as u64;
+        t.last_change = Some(crate::time::now_secs());
+    });
+}
+
+/// Logs the end of the recorded window once (the record remembers it was logged); the
+/// caller holds the lock.
+fn note_expiry(config: &Config, origin: &str) {
+    let store = Store::new(&config.paths.state_dir);
+    let Ok(Some(mut record)) = store.load() else {
+        return;
+    };
+    if record.expiry_logged || !record.expired_at(SystemTime::now()) {
+        return;
+    }
+    record.expiry_logged = true;
+    if let Err(e) = store.save_record(&record) {
+        tracing::warn!("cannot note in the record that its window ended: {e:#}");
+        return;
+    }
+    let ended = Record {
+        changed: record.until.unwrap_or(record.changed),
+        ..record
+    };
+    count_transition(config, Transition::Expiry, origin, &ended, 0);
 }
 
 /// What [`hold_recorded`] found and did.
@@ -139,6 +198,7 @@ enum Held {
     PutBack {
         record: Record,
         location: String,
+        states_killed: usize,
     },
 }
 
@@ -174,49 +234,28 @@ fn hold_recorded(config: &Config, deep: bool) -> anyhow::Result<Held> {
     // Clients that reached the app while the redirect was missing move to the page now.
     let mut redirected = policy.ports.clone();
     redirected.extend(in_force.into_iter().flat_map(|f| f.ports));
-    if let Err(e) = backend.kill_disagreeing_states(&policy, &redirected) {
-        tracing::warn!("the redirect is back, but open connections to the app were not cut: {e}");
-    }
+    let states_killed = backend
+        .kill_disagreeing_states(&policy, &redirected)
+        .unwrap_or_else(|e| {
+            tracing::warn!(
+                "the redirect is back, but open connections to the app were not cut: {e}"
+            );
+            0
+        });
     Ok(Held::PutBack {
         record,
         location: backend.location(),
+        states_killed,
     })
 }
 
-/// One line for the log: which sources, until when, why.
-fn summary(r: &Record) -> String {
-    let mut s = format!(
-        "{} ({} prefixes)",
-        if r.sources.is_empty() {
-            "all".to_owned()
-        } else {
-            r.sources.join(", ")
-        },
-        r.source_count.total()
-    );
-    if !r.exceptions.is_empty() {
-        s.push_str(&format!(" except {}", r.exceptions.join(", ")));
-    }
-    if let Some(u) = r.until {
-        s.push_str(&format!(" until {}", rfc3339(u)));
-    }
-    if let Some(why) = &r.reason {
-        s.push_str(&format!(": {why}"));
-    }
-    s
-}
-
-/// The server's end of the link to its keeper: the keeper learns that the server is gone
-/// when the last copy of this closes, however the server ended (SIGKILL included).
-pub struct KeeperLink {
-    _stream: UnixStream,
-}
-
-/// Forks the keeper. Must be called before the async runtime starts (fork copies only the
+/// Forks the keeper and returns the server's end of the link to it: the keeper learns that
+/// the server is gone when the last copy of it closes, however the server ended (SIGKILL
+/// included), and it reports on the kernel through it (see [`Keeper::report`]). Must be called before the async runtime starts (fork copies only the
 /// calling thread) and while still root. `background`: the server was started by `on`, so
 /// the keeper starts it again if it dies while maintenance is on (under systemd, the unit
 /// restarts it instead).
-pub fn spawn(config: &Config, config_path: &Path, background: bool) -> anyhow::Result<KeeperLink> {
+pub fn spawn(config: &Config, config_path: &Path, background: bool) -> anyhow::Result<UnixStream> {
     let (server_end, keeper_end) = UnixStream::pair().context("socketpair for the keeper")?;
     // SAFETY: no other threads exist yet; the child closes what it inherited, runs plain
     // blocking code and exits without returning into the caller.
@@ -230,21 +269,24 @@ pub fn spawn(config: &Config, config_path: &Path, background: bool) -> anyhow::R
                 config: config.clone(),
                 config_path: config_path.to_path_buf(),
                 background,
+                reports: Mutex::new(keeper_end.try_clone().ok()),
             };
             keeper.run(keeper_end);
         }
         nix::unistd::ForkResult::Parent { child } => {
             tracing::debug!(pid = child.as_raw(), "started the keeper");
             drop(keeper_end);
-            Ok(KeeperLink {
-                _stream: server_end,
-            })
+            Ok(server_end)
         }
     }
 }
 
-/// Closes every descriptor above stderr except `keep`.
+/// Closes every descriptor above stderr except `keep` and the log's: Unix datagram sockets,
+/// which only the journal and syslog sinks of the audit trail hold (the server's sockets are
+/// TCP listeners and Unix stream sockets).
 fn close_inherited(keep: RawFd) {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    use std::os::fd::BorrowedFd;
     let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -252,7 +294,13 @@ fn close_inherited(keep: RawFd) {
         Err(_) => (3..4096).collect(),
     };
     for fd in fds.into_iter().filter(|&fd| fd > 2 && fd != keep) {
-        let _ = nix::unistd::close(fd);
+        // SAFETY: only inspected while still open; closed below if it is not the log's.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let is_log = getsockopt(&borrowed, sockopt::SockType) == Ok(SockType::Datagram)
+            && nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd).is_ok();
+        if !is_log {
+            let _ = nix::unistd::close(fd);
+        }
     }
 }
 
@@ -260,6 +308,8 @@ struct Keeper {
     config: Config,
     config_path: PathBuf,
     background: bool,
+    /// The keeper's end of the link, for reports to the server.
+    reports: Mutex<Option<UnixStream>>,
 }
 
 impl Keeper {
@@ -296,6 +346,7 @@ impl Keeper {
         }
         let (backend, _) = firewall::configured(&self.config).map_err(|e| e.into_error())?;
         let mut watch = backend.watch()?;
+        self.report();
         let ears: Option<Ears> = watch.ears().map(|e| Arc::new(Mutex::new(e)));
         let quiet = Arc::new(AtomicBool::new(false));
         if let Some(ears) = &ears {
@@ -303,6 +354,7 @@ impl Keeper {
         }
         loop {
             let seen = watch.wait(LOOK_EVERY)?;
+            self.expiry_check();
             // An `on` asked for quiet while it loads a policy: listen again once it is done
             // (it holds the lock until then), and look at what it left.
             let was_quiet = quiet.swap(false, Ordering::SeqCst);
@@ -345,14 +397,73 @@ impl Keeper {
         // Deaf while it looks and perhaps loads (its own load would be announced element by
         // element); whatever happened meanwhile is under the lock, which it holds.
         let _deaf = ears.map(|e| Deaf::new(e.clone()));
-        if let Held::PutBack { record, location } = hold_recorded(&self.config, deep)? {
+        let held = hold_recorded(&self.config, deep);
+        if let Ok(Held::PutBack {
+            record,
+            location,
+            states_killed,
+        }) = &held
+        {
             tracing::warn!(
                 "maint's {location} was removed or changed by another program; put the \
                  recorded maintenance back ({})",
-                summary(&record)
+                record.summary()
+            );
+            count_transition(
+                &self.config,
+                Transition::Repair,
+                "keeper",
+                record,
+                *states_killed,
             );
         }
-        Ok(())
+        self.report();
+        held.map(drop)
+    }
+
+    /// Notes the end of the recorded window once it has come: the kernel stopped redirecting
+    /// by itself (nftables' `meta time`); the audit trail says so. Reading the small record
+    /// each time the watch wakes (at least every second) costs microseconds.
+    fn expiry_check(&self) {
+        let due = matches!(self.store().load(), Ok(Some(r))
+            if !r.expiry_logged && r.expired_at(SystemTime::now()));
+        if !due {
+            return;
+        }
+        if let Ok(_lock) = state::lock(&self.config.paths.lock_file()) {
+            note_expiry(&self.config, "keeper");
+        }
+    }
+
+    /// Tells the server whether the kernel holds what the record says (`in_sync 1` or
+    /// `in_sync 0`), for its metrics. Without a server to tell, nothing happens.
+    fn report(&self) {
+        let in_sync = (|| -> anyhow::Result<bool> {
+            let record = self.store().load()?;
+            let (backend, _) =
+                firewall::for_record(&self.config, record.as_ref()).map_err(|e| e.into_error())?;
+            let current = backend.in_force()?;
+            Ok(super::status::firewall_drift(
+                record.as_ref(),
+                current.as_ref(),
+                &backend.location(),
+                SystemTime::now(),
+            )
+            .is_none())
+        })()
+        .unwrap_or_else(|e| {
+            tracing::warn!("cannot tell whether the kernel holds the recorded policy: {e:#}");
+            false
+        });
+        if let Ok(mut link) = self.reports.lock() {
+            if let Some(stream) = link.as_mut() {
+                let _ = stream.write_all(if in_sync {
+                    b"in_sync 1\n"
+                } else {
+                    b"in_sync 0\n"
+                });
+            }
+        }
     }
 
     /// The server is gone. A background server is started again while maintenance is on;

@@ -28,6 +28,7 @@ use maint_backends::{InForce, Policy, PortMap};
 pub use fail::{Fail, Result};
 pub use report::{Maintenance, Outcome, ServerReport, StatusReport};
 
+use crate::audit::{self, Transition};
 use crate::config::Config;
 use crate::control::{self, ControlError, Request, Window};
 use crate::finding::Finding;
@@ -214,6 +215,7 @@ impl Controller {
         let was_on = previous
             .as_ref()
             .is_some_and(|p| !p.expired_at(SystemTime::now()));
+        let actor = Actor::invoking();
         let mut record = Record {
             version: state::VERSION,
             backend: fw.kind(),
@@ -231,8 +233,30 @@ impl Controller {
             },
             changed: now,
             reason: req.reason,
-            by: Actor::invoking(),
+            on_by: Some(match &previous {
+                Some(p) if was_on => p.on_by.clone().unwrap_or_else(|| p.by.clone()),
+                _ => actor.clone(),
+            }),
+            by: actor,
+            expiry_logged: false,
             spawned_server,
+        };
+        // What the audit trail calls this: on from off, a change of what maintenance is, or
+        // nothing (the same again, or only a dead server replaced).
+        let described = |r: &Record| {
+            (
+                r.digest.clone(),
+                r.sources.clone(),
+                r.exceptions.clone(),
+                r.reason.clone(),
+                r.until,
+            )
+        };
+        let transition = match &previous {
+            Some(_) if !was_on => Some(Transition::On),
+            None => Some(Transition::On),
+            Some(p) if described(p) != described(&record) => Some(Transition::Change),
+            Some(_) => None,
         };
         if previous
             .as_ref()
@@ -247,6 +271,20 @@ impl Controller {
             record.by = p.by.clone();
         }
         store.save(&record, &policy)?;
+        if let Some(transition) = transition {
+            audit::Entry {
+                transition,
+                by: record.by.clone(),
+                record: Some(&record),
+            }
+            .log();
+        }
+        store.add_to_totals(|t| {
+            t.states_killed += outcome.states_killed as u64;
+            if transition.is_some() {
+                t.last_change = Some(now);
+            }
+        });
 
         if let (Some(u), false) = (req.until, backend.expires_by_itself()) {
             self.supervisor().schedule_off(u)?;
@@ -340,6 +378,26 @@ impl Controller {
         }
         let had_record = store.remove()?;
         outcome.changed = removed || had_record;
+        // A scheduled `off` ends a window (pf), unless the keeper logged that end already.
+        let transition = match (&record, req.scheduled) {
+            (Some(r), Some(_)) if r.expiry_logged => None,
+            (_, Some(_)) => Some(Transition::Expiry),
+            (_, None) => Some(Transition::Off),
+        };
+        if let Some(transition) = transition.filter(|_| outcome.changed) {
+            audit::Entry {
+                transition,
+                by: Actor::invoking(),
+                record: record.as_ref(),
+            }
+            .log();
+        }
+        store.add_to_totals(|t| {
+            t.states_killed += outcome.states_killed as u64;
+            if outcome.changed {
+                t.last_change = Some(now_secs());
+            }
+        });
         Ok(outcome)
     }
 

@@ -67,6 +67,9 @@ pub struct StatusReport {
     /// False when maint lacked the right to read the kernel: `active` is then the record's
     /// word, and the exit code says so.
     pub kernel_readable: bool,
+    /// Whether the kernel holds what the record says (or nothing of maint's when off); `None`
+    /// when it could not be read.
+    pub kernel_in_sync: Option<bool>,
     pub backend: &'static str,
     pub table: String,
     pub sources: Vec<String>,
@@ -79,6 +82,8 @@ pub struct StatusReport {
     pub ports: Vec<PortMap>,
     /// Since when maintenance has been on (RFC 3339), across changes.
     pub since: Option<String>,
+    /// Who switched it on (kept across changes).
+    pub on_by: Option<Actor>,
     /// When it was last switched or changed, and by whom.
     pub changed: Option<String>,
     pub by: Option<Actor>,

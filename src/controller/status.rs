@@ -7,13 +7,55 @@ use std::time::SystemTime;
 
 use super::{firewall, probe, Controller, Result, ServerReport, StatusReport};
 use crate::control::{self, Request};
-use crate::state;
+use crate::state::{self, Record};
 use crate::time::rfc3339;
+use maint_backends::InForce;
 
 /// `status` lists the prefixes themselves up to this many; beyond, only their counts.
 const LISTED_PREFIXES: usize = 1000;
 
+/// What is wrong between the record and the kernel, if anything: `None` when the kernel holds
+/// the recorded policy, or nothing of maint's when none is on. The keeper reports the same
+/// verdict to the metrics.
+pub(super) fn firewall_drift(
+    record: Option<&Record>,
+    current: Option<&InForce>,
+    location: &str,
+    now: SystemTime,
+) -> Option<String> {
+    let recorded_on = record.filter(|r| !r.expired_at(now));
+    match (recorded_on, current) {
+        (Some(_), None) => Some(format!(
+            "the state record says maintenance is on, but maint's {location} is not in the kernel (flushed or removed by hand?); `maint serve` puts it back when it runs, or run `maint on` again or `maint off`"
+        )),
+        (None, Some(c)) if record.is_none() && !c.expired_at(now) => Some(
+            "the kernel holds maint's redirect but there is no state record; `maint off` removes it".into(),
+        ),
+        (Some(r), Some(c)) if r.digest != c.digest => Some(
+            "the kernel's redirect differs from the state record (changed by hand?); run `maint on` again to restore it".into(),
+        ),
+        _ => None,
+    }
+}
+
 impl Controller {
+    /// `status --format prometheus`: the metrics the server's listener gives, with the
+    /// kernel checked here (this command may read it; the server may not).
+    pub fn metrics(&self) -> Result<String> {
+        let report = self.status()?;
+        let store = self.store();
+        let record = store.load().ok().flatten();
+        let totals = store.totals();
+        crate::metrics::render(&crate::metrics::Snapshot {
+            record: record.as_ref(),
+            totals: &totals,
+            kernel_in_sync: report.kernel_in_sync,
+            server: report.server.as_ref().map(|s| &s.status),
+            now: SystemTime::now(),
+        })
+        .map_err(super::Fail::System)
+    }
+
     pub fn status(&self) -> Result<StatusReport> {
         let paths = &self.config.paths;
         // Wait for an `on` or `off` under way, so what is read is before or after it.
@@ -37,20 +79,12 @@ impl Controller {
             }
         };
         let recorded_on = record.as_ref().filter(|r| !r.expired_at(now));
+        let kernel_drift =
+            firewall_drift(record.as_ref(), current.as_ref(), &backend.location(), now);
+        let kernel_in_sync =
+            (kernel_readable && drift.is_empty()).then_some(kernel_drift.is_none());
         if kernel_readable {
-            match (recorded_on, &current) {
-                (Some(_), None) => drift.push(format!(
-                    "the state record says maintenance is on, but maint's {} is not in the kernel (flushed or removed by hand?); `maint serve` puts it back when it runs, or run `maint on` again or `maint off`",
-                    backend.location()
-                )),
-                (None, Some(c)) if record.is_none() && !c.expired_at(now) => drift.push(
-                    "the kernel holds maint's redirect but there is no state record; `maint off` removes it".into(),
-                ),
-                (Some(r), Some(c)) if r.digest != c.digest => drift.push(
-                    "the kernel's redirect differs from the state record (changed by hand?); run `maint on` again to restore it".into(),
-                ),
-                _ => {}
-            }
+            drift.extend(kernel_drift);
         }
         let server = control::ask(&paths.control_socket(), &Request::Status)
             .ok()
@@ -96,6 +130,7 @@ impl Controller {
             active,
             expired,
             kernel_readable,
+            kernel_in_sync,
             backend: backend.name(),
             table: fw.name().to_owned(),
             sources: record
@@ -125,6 +160,7 @@ impl Controller {
                 .or_else(|| record.as_ref().map(|r| r.ports.clone()))
                 .unwrap_or_default(),
             since: record.as_ref().map(|r| rfc3339(r.since)),
+            on_by: record.as_ref().and_then(|r| r.on_by.clone()),
             changed: record.as_ref().map(|r| rfc3339(r.changed)),
             by: record.as_ref().map(|r| r.by.clone()),
             until: current

@@ -19,9 +19,14 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
         _ => None,
     };
     loop {
-        let slot = tokio::select! {
-            _ = &mut stopped => return,
-            slot = shared.slot() => slot,
+        // At the limit, the next connections wait in the kernel's queue (served when a slot
+        // frees, or refused by the kernel if the queue overflows); the metrics count them.
+        let (slot, waited) = match shared.try_slot() {
+            Some(slot) => (slot, false),
+            None => tokio::select! {
+                _ = &mut stopped => return,
+                slot = shared.slot() => (slot, true),
+            },
         };
         let (stream, peer) = tokio::select! {
             _ = &mut stopped => return,
@@ -44,6 +49,9 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, https: bool
             tracing::debug!(%peer, "refused: its source holds max_connections_per_source");
             continue;
         };
+        if waited {
+            shared.stats.limit_waits.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = stream.set_nodelay(true);
         match &https {
             // Plain HTTP: the lean HTTP/1.1 path (see `h1` for why).

@@ -47,8 +47,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::head::Head;
 use super::hold::{Held, Verdict, WAIT_PATH};
-use super::page::wait_answer;
-use super::shared::{ConnectionGuard, Shared};
+use super::page::{wait_answer, Served};
+use super::shared::{ConnectionGuard, Scheme, Shared};
 use super::wire::{error, queue_answer};
 
 /// Largest read at once; a request head larger than `max_header_bytes` is refused anyway.
@@ -429,9 +429,9 @@ fn answer_all(
                     break;
                 };
                 let close = !head.keep_alive || head.has_body;
-                shared.count_request();
                 let ending = &shared.ending;
                 if head.path == WAIT_PATH && !head.has_body {
+                    shared.count_request(Scheme::Http, Served::Wait);
                     if ending.is_over() {
                         // Over already: say so at once.
                         queue_answer(out, &wait_answer(Verdict::Off), true, false);
@@ -460,6 +460,7 @@ fn answer_all(
                     .pages()
                     .pick(head.host)
                     .answer(&method, head.path, head.accept);
+                shared.count_request(Scheme::Http, answer.served);
                 queued += queue_answer(out, &answer, close, head.http10 && !close);
                 if close {
                     batch.used = data.len();

@@ -21,8 +21,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
 use super::hold::{Verdict, WAIT_PATH};
-use super::page::wait_answer;
-use super::shared::{ConnectionGuard, Shared};
+use super::page::{wait_answer, Served};
+use super::shared::{ConnectionGuard, Scheme, Shared};
 use super::tls::Identity;
 
 /// What every HTTPS connection of one listener is served with.
@@ -72,10 +72,18 @@ impl Service {
                 match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
+                        shared
+                            .stats
+                            .tls_handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%peer, "TLS handshake failed: {e}");
                         return;
                     }
                     Err(_) => {
+                        shared
+                            .stats
+                            .tls_handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
@@ -123,7 +131,6 @@ async fn respond<B>(
     holding: Arc<AtomicUsize>,
     req: Request<B>,
 ) -> Response<Full<Bytes>> {
-    shared.count_request();
     if req.uri().path() != WAIT_PATH {
         // HTTP/2 names the site in `:authority` (the URI), HTTP/1.1 in `Host`.
         let host = req.uri().host().or_else(|| {
@@ -131,7 +138,9 @@ async fn respond<B>(
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        return shared.pages().pick(host).respond(&req);
+        let answer = shared.pages().pick(host).respond(&req);
+        shared.count_request(Scheme::Https, answer.served);
+        return answer.into_response();
     }
     let ending = &shared.ending;
     let verdict = if ending.is_over() {
@@ -148,6 +157,7 @@ async fn respond<B>(
     if verdict == Verdict::Off {
         ending.note_https_answer();
     }
+    shared.count_request(Scheme::Https, Served::Wait);
     let mut resp = wait_answer(verdict).into_response();
     // HTTP/2 has no `connection` header: its connection is finished by GOAWAY instead.
     if verdict == Verdict::Off && req.version() < Version::HTTP_2 {

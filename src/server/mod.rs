@@ -14,6 +14,7 @@ mod https;
 mod negotiate;
 mod page;
 mod privsep;
+mod scrape;
 mod shared;
 mod sites;
 mod tls;
@@ -43,10 +44,11 @@ pub struct Startup {
     /// recorded one).
     pub window: crate::control::Window,
     /// Runs as root once every port is bound (redirected visitors wait in the listen queue
-    /// instead of being refused) and before privileges are dropped. What it returns is kept
-    /// for as long as the server runs.
+    /// instead of being refused) and before privileges are dropped. It may return the link
+    /// to a keeper of the firewall state: the server holds it open for as long as it runs
+    /// and reads the keeper's reports on the kernel from it.
     #[allow(clippy::type_complexity)]
-    pub after_bind: Box<dyn FnOnce() -> Result<Box<dyn Send>>>,
+    pub after_bind: Box<dyn FnOnce() -> Result<Option<std::os::unix::net::UnixStream>>>,
 }
 
 pub fn run(config: Config, config_path: PathBuf, background: bool, startup: Startup) -> Result<()> {
@@ -90,11 +92,21 @@ pub fn run(config: Config, config_path: PathBuf, background: bool, startup: Star
         _ => None,
     };
     let control = bind_control(&paths.control_socket())?;
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .with_context(|| {
+                    format!("cannot listen on {addr} for metrics (metrics.listen in the config)")
+                })?,
+        ),
+        None => None,
+    };
     if background {
         std::fs::write(paths.pid_file(), format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {}", paths.pid_file().display()))?;
     }
-    let _kept = (startup.after_bind)()?;
+    let keeper = (startup.after_bind)()?;
     if let Some(u) = &server_user {
         drop_privileges(u)?;
     } else {
@@ -107,7 +119,16 @@ pub fn run(config: Config, config_path: PathBuf, background: bool, startup: Star
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let https_port = tls.as_ref().map(|_| config.server.https_port);
+        let state_dir = config.paths.state_dir.clone();
         let shared = Arc::new(Shared::new(config, content, tls, key_helper)?);
+        if let Some(link) = keeper {
+            scrape::hear_keeper(link, shared.clone());
+        }
+        if let Some(l) = metrics {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(address = %l.local_addr()?, "serving metrics at /metrics");
+            tokio::spawn(scrape::serve(l, shared.clone(), state_dir));
+        }
         if let Err(e) = shared.set_window(startup.window) {
             tracing::warn!("the page does not describe the recorded window: {e:#}");
         }

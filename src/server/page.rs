@@ -281,13 +281,12 @@ impl Rendered {
 
     /// The answer to any request. Never fails: a maintenance server that errors is worse
     /// than none.
-    pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+    pub fn respond<B>(&self, req: &Request<B>) -> Answer {
         let accept = req
             .headers()
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok());
         self.answer(req.method(), req.uri().path(), accept)
-            .into_response()
     }
 
     /// The same answer from a request's parts, for the HTTP/1.1 path that parses requests
@@ -296,10 +295,10 @@ impl Rendered {
         if let Some(name) = path.strip_prefix(ASSET_PREFIX) {
             return self.asset(method, name);
         }
-        let (body, content_type) = match negotiate(accept.unwrap_or("*/*")) {
-            Format::Html => (self.html.clone(), "text/html; charset=utf-8"),
-            Format::Text => (self.text.clone(), "text/plain; charset=utf-8"),
-            Format::Json => (self.json_body(), "application/json"),
+        let (body, content_type, served) = match negotiate(accept.unwrap_or("*/*")) {
+            Format::Html => (self.html.clone(), "text/html; charset=utf-8", Served::Html),
+            Format::Text => (self.text.clone(), "text/plain; charset=utf-8", Served::Text),
+            Format::Json => (self.json_body(), "application/json", Served::Json),
         };
         let mut answer = finish(
             method,
@@ -307,6 +306,7 @@ impl Rendered {
             body,
             HeaderValue::from_static(content_type),
         );
+        answer.served = served;
         answer
             .headers
             .insert(header::RETRY_AFTER, self.retry_after.clone());
@@ -331,6 +331,13 @@ impl Rendered {
     }
 
     fn asset(&self, method: &Method, name: &str) -> Answer {
+        Answer {
+            served: Served::Asset,
+            ..self.asset_or_not_found(method, name)
+        }
+    }
+
+    fn asset_or_not_found(&self, method: &Method, name: &str) -> Answer {
         // Asset URLs are percent-encoded (`a%20b.css` is the file `a b.css`); a name that does
         // not decode to UTF-8 names no asset.
         let name = percent_encoding::percent_decode_str(name).decode_utf8();
@@ -362,7 +369,19 @@ pub fn wait_answer(verdict: Verdict) -> Answer {
         status: StatusCode::NO_CONTENT,
         headers,
         body: Bytes::new(),
+        served: Served::Wait,
     }
+}
+
+/// How a request was answered, for the request counters: the values of
+/// [`crate::control::ANSWER_FORMATS`], in that order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    Html,
+    Json,
+    Text,
+    Asset,
+    Wait,
 }
 
 /// A response before it is handed to hyper or written out by the HTTP/1.1 path.
@@ -371,6 +390,7 @@ pub struct Answer {
     pub headers: http::HeaderMap,
     /// Empty for HEAD; `content-length` still says what GET would get.
     pub body: Bytes,
+    pub served: Served,
 }
 
 impl Answer {
@@ -399,6 +419,7 @@ fn finish(method: &Method, status: StatusCode, body: Bytes, content_type: Header
         status,
         headers,
         body,
+        served: Served::Html,
     }
 }
 

@@ -16,20 +16,35 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::hold::{Ending, Held};
+use super::page::Served;
 use super::page::{Content, Rendered};
 use super::privsep::KeyHelper;
 use super::sites::Sites;
 use super::tls::Identity;
 use crate::config::Config;
-use crate::control::{ServerStatus, Window};
+use crate::control::{RequestCount, ServerStatus, Window, ANSWER_FORMATS, SCHEMES};
 
 #[derive(Default)]
 pub struct Stats {
     pub requests: AtomicU64,
+    /// Requests by [`Scheme`] and [`Served`] (rows and columns in their order).
+    requests_by: [[AtomicU64; ANSWER_FORMATS.len()]; SCHEMES.len()],
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub refused_direct: AtomicU64,
     pub refused_per_source: AtomicU64,
+    /// Connections that waited in the kernel's queue because every slot was taken.
+    pub limit_waits: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    /// What the keeper last said about the kernel: 0 nothing (no keeper), 1 differs, 2 agrees.
+    pub kernel_in_sync: std::sync::atomic::AtomicU8,
+}
+
+/// The scheme a request came by: the values of [`SCHEMES`], in that order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
 }
 
 /// What the pages are rendered from; replaced in parts by reloads and window changes.
@@ -171,6 +186,27 @@ impl Shared {
             http_port: self.http_port,
             https_port: self.https_port,
             window,
+            requests_by: SCHEMES
+                .iter()
+                .zip(&self.stats.requests_by)
+                .flat_map(|(scheme, row)| {
+                    ANSWER_FORMATS
+                        .iter()
+                        .zip(row)
+                        .map(|(format, n)| RequestCount {
+                            scheme: (*scheme).into(),
+                            format: (*format).into(),
+                            count: n.load(Ordering::Relaxed),
+                        })
+                })
+                .collect(),
+            limit_waits: self.stats.limit_waits.load(Ordering::Relaxed),
+            tls_handshake_failures: self.stats.tls_handshake_failures.load(Ordering::Relaxed),
+            certificates: self.tls.as_ref().map(Identity::expiry).unwrap_or_default(),
+            kernel_in_sync: match self.stats.kernel_in_sync.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(n == 2),
+            },
         }
     }
 
@@ -179,8 +215,14 @@ impl Shared {
         self.pages.load()
     }
 
-    pub fn count_request(&self) {
+    pub fn count_request(&self, scheme: Scheme, served: Served) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests_by[scheme as usize][served as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A free connection slot at once, if there is one.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
     }
 
     /// A free connection slot, waiting while all `max_connections` are taken.

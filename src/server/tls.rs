@@ -11,6 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::certs::{parse, Loaded, PemPair};
+use crate::control::CertificateExpiry;
 
 /// Picks a certificate by SNI: exact name, then wildcard, then the default (the first pair),
 /// so a client without SNI or with an unknown name still gets an answer.
@@ -23,6 +24,8 @@ pub struct Resolver {
 struct Certs {
     by_name: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+    /// Each certificate's first name and expiry, for the metrics.
+    expiry: Vec<CertificateExpiry>,
 }
 
 impl Resolver {
@@ -74,9 +77,21 @@ fn build_certs(pairs: &[PemPair], self_signed: bool) -> Result<Certs> {
             by_name.entry(n.clone()).or_insert_with(|| l.key.clone());
         }
     }
+    let expiry = loaded
+        .iter()
+        .map(|l| CertificateExpiry {
+            name: l
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| l.source.display().to_string()),
+            not_after: l.not_after,
+        })
+        .collect();
     Ok(Certs {
         by_name,
         default: loaded[0].key.clone(),
+        expiry,
     })
 }
 
@@ -120,6 +135,11 @@ impl Identity {
             config: Arc::new(config),
             resolver,
         })
+    }
+
+    /// When each certificate served now expires.
+    pub fn expiry(&self) -> Vec<CertificateExpiry> {
+        self.resolver.current.load().expiry.clone()
     }
 
     /// Swaps in new certificates; open connections keep theirs. On error the old ones stay.

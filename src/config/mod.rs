@@ -2,14 +2,17 @@
 //!
 //! Every setting is optional and defaults to something safe, so maint runs with no file at
 //! all. Unknown keys and bad values are errors naming the key, the file and the line: a typo
-//! in a maintenance tool's config must never be silently ignored.
+//! in a maintenance tool's config must never be silently ignored. What parses but makes no
+//! sense together is refused in [`validate`].
+
+mod validate;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_PATH: &str = "/etc/maint/maint.toml";
@@ -81,6 +84,7 @@ pub struct Config {
     pub tls: Tls,
     pub firewall: Firewall,
     pub paths: Paths,
+    pub metrics: Metrics,
     /// Named groups of sources, usable wherever a source is: `office = ["203.0.113.0/24"]`,
     /// or `partners = { file = "/etc/maint/partners.txt" }` (one prefix per line).
     pub aliases: BTreeMap<String, crate::sources::Alias>,
@@ -190,6 +194,16 @@ fn default_listen() -> Vec<IpAddr> {
     } else {
         vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
     }
+}
+
+/// The Prometheus metrics listener of the running server; off unless `listen` is set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Address and port the server answers `GET /metrics` on, e.g. `127.0.0.1:9503`. Never one
+    /// of the redirected or redirect target ports; it is not behind the redirect, so bind it
+    /// to an address only the monitoring reaches.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -374,110 +388,6 @@ impl Config {
         config.validate()?;
         Ok(config)
     }
-
-    /// Checks what serde cannot: values that parse but make no sense together.
-    fn validate_sites(&self) -> Result<()> {
-        for name in self.sites.keys() {
-            let host = name.strip_prefix("*.").unwrap_or(name);
-            let valid = !host.is_empty()
-                && host.len() <= 253
-                && host.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                });
-            if !valid {
-                bail!(
-                    "[sites.{name:?}]: not a host name; use the name visitors type, like \
-                     \"shop.example.org\", or \"*.example.org\" for every name one label below it"
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.validate_sites()?;
-        let s = &self.server;
-        if s.listen.is_empty() {
-            bail!("server.listen is empty: give at least one address, e.g. [\"0.0.0.0\", \"::\"]");
-        }
-        if s.http_port == 0 || s.https_port == 0 || s.http_port == s.https_port {
-            bail!(
-                "server.http_port ({}) and server.https_port ({}) must be two different non-zero ports",
-                s.http_port,
-                s.https_port
-            );
-        }
-        if s.max_header_bytes < 8192 {
-            bail!(
-                "server.max_header_bytes is {}: it must be at least 8192",
-                s.max_header_bytes
-            );
-        }
-        if s.max_connections == 0 {
-            bail!("server.max_connections must be at least 1");
-        }
-        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&s.wait_timeout) {
-            bail!(
-                "server.wait_timeout is {:?}: it must be between 1s and 60s (the page gives up \
-                 on a held request after 70 s; 50s is the default)",
-                s.wait_timeout
-            );
-        }
-        if s.max_connections_per_source == 0 {
-            bail!("server.max_connections_per_source must be at least 1");
-        }
-        if !(100..=599).contains(&self.page.status) {
-            bail!(
-                "page.status is {}: it must be an HTTP status between 100 and 599",
-                self.page.status
-            );
-        }
-        let f = &self.firewall;
-        for port in f.http_ports.iter().chain(&f.https_ports) {
-            if *port == 0 {
-                bail!("firewall ports must be non-zero");
-            }
-            if [s.http_port, s.https_port].contains(port) {
-                bail!(
-                    "firewall port {port} is also a server port: a redirect onto itself would loop"
-                );
-            }
-        }
-        if let Some(p) = f.http_ports.iter().find(|p| f.https_ports.contains(p)) {
-            bail!("port {p} is in both firewall.http_ports and firewall.https_ports");
-        }
-        if f.table.is_empty()
-            || f.table.len() > 32
-            || !f
-                .table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            bail!(
-                "firewall.table {:?} is not a usable name: use 1-32 letters, digits, '_' or '-'",
-                f.table
-            );
-        }
-        for (name, alias) in &self.aliases {
-            if crate::sources::is_reserved(name) {
-                bail!("alias {name:?} is a reserved word; pick another name");
-            }
-            // A file is read when the alias is used, and its errors named then.
-            let crate::sources::Alias::List(entries) = alias else {
-                continue;
-            };
-            for entry in entries {
-                crate::sources::parse_prefix(entry).map_err(|why| {
-                    anyhow::anyhow!("alias {name:?} has a bad entry {entry:?}: {why}")
-                })?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Durations are written as humans do: "10s", "1m30s".
@@ -491,6 +401,27 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_metrics_listener_on_a_redirected_or_target_port_is_refused_by_name() {
+        let ok = Config::parse("[metrics]\nlisten = \"127.0.0.1:9503\"").unwrap();
+        assert_eq!(ok.metrics.listen, Some("127.0.0.1:9503".parse().unwrap()));
+        assert_eq!(Config::default().metrics.listen, None);
+        for (listen, names) in [
+            ("127.0.0.1:503", "server.http_port"),
+            ("[::1]:504", "server.http_port/https_port"),
+            ("0.0.0.0:80", "firewall.http_ports"),
+            ("0.0.0.0:443", "firewall.http_ports/https_ports"),
+            ("127.0.0.1:0", "port 0"),
+        ] {
+            let e = Config::parse(&format!("[metrics]\nlisten = \"{listen}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(names) && e.contains("metrics.listen"), "{listen}: {e}");
+        }
+        let e = Config::parse("[metrics]\nlisten = \"localhost:9503\"").unwrap_err();
+        assert!(format!("{e:#}").contains("listen"), "{e:#}");
+    }
 
     #[test]
     fn empty_file_gives_defaults() {
@@ -526,7 +457,7 @@ mod tests {
 
     #[test]
     fn shipped_example_config_is_valid_and_shows_the_defaults() {
-        let example = Config::parse(include_str!("../conf/maint.toml")).unwrap();
+        let example = Config::parse(include_str!("../../conf/maint.toml")).unwrap();
         let defaults = Config::default();
         assert_eq!(example.server.http_port, defaults.server.http_port);
         assert_eq!(example.server.idle_timeout, defaults.server.idle_timeout);
