@@ -115,9 +115,17 @@ status:
       elements: dict
       sample: [{"public": 80, "server": 503}]
     since:
-      description: When maintenance was turned on (RFC 3339), or null.
+      description: Since when maintenance has been on, across changes (RFC 3339), or null.
       type: str
       sample: "2026-11-22T12:25:51Z"
+    on_by:
+      description: Who switched maintenance on (C(user), and C(origin) such as ansible, cron, ssh), or null.
+      type: dict
+      sample: {"user": "alice", "origin": "ansible"}
+    kernel_in_sync:
+      description: Whether the kernel holds what maint recorded; null when it could not be read.
+      type: bool
+      sample: true
     until:
       description: When the window ends by itself (RFC 3339), or null for no end.
       type: str
@@ -129,7 +137,7 @@ status:
     server:
       description:
         - The maintenance server, or null when none runs; C(healthy), C(pid), C(version),
-          C(started), C(requests), C(connections), C(connections_total), C(refused_direct),
+          C(started) (RFC 3339), C(requests), C(connections), C(connections_total), C(refused_direct),
           C(http_port), C(https_port), C(window).
       type: dict
       sample: {"healthy": true, "pid": 4242, "http_port": 503, "requests": 118}
