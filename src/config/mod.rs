@@ -417,7 +417,10 @@ mod tests {
             let e = Config::parse(&format!("[metrics]\nlisten = \"{listen}\""))
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains(names) && e.contains("metrics.listen"), "{listen}: {e}");
+            assert!(
+                e.contains(names) && e.contains("metrics.listen"),
+                "{listen}: {e}"
+            );
         }
         let e = Config::parse("[metrics]\nlisten = \"localhost:9503\"").unwrap_err();
         assert!(format!("{e:#}").contains("listen"), "{e:#}");

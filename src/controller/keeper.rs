@@ -181,11 +181,7 @@ fn note_expiry(config: &Config, origin: &str) {
         tracing::warn!("cannot note in the record that its window ended: {e:#}");
         return;
     }
-    let ended = Record {
-        changed: record.until.unwrap_or(record.changed),
-        ..record
-    };
-    count_transition(config, Transition::Expiry, origin, &ended, 0);
+    count_transition(config, Transition::Expiry, origin, &record, 0);
 }
 
 /// What [`hold_recorded`] found and did.

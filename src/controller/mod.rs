@@ -253,18 +253,11 @@ impl Controller {
             )
         };
         let transition = match &previous {
-            Some(_) if !was_on => Some(Transition::On),
-            None => Some(Transition::On),
-            Some(p) if described(p) != described(&record) => Some(Transition::Change),
-            Some(_) => None,
+            Some(p) if was_on && described(p) == described(&record) => None,
+            Some(_) if was_on => Some(Transition::Change),
+            _ => Some(Transition::On),
         };
-        if previous
-            .as_ref()
-            .map(|p| (&p.sources, &p.exceptions, &p.reason))
-            != Some((&record.sources, &record.exceptions, &record.reason))
-        {
-            outcome.changed = true;
-        }
+        outcome.changed |= transition.is_some();
         if let Some(p) = previous.as_ref().filter(|_| !outcome.changed) {
             // Nothing changed: who changed it last, and when, stays as it was.
             record.changed = p.changed;
