@@ -540,8 +540,9 @@ class Fleet:
         config = open(os.path.join(h["dir"], "maint.toml")).read()
         unit = open(os.path.join(h["dir"], "maint.service")).read()
         want_exec = "ExecStart=%s/bin/maint --config %s/maint.toml serve" % (h["dir"], h["dir"])
-        self.report.check("role: the config has the alias, ports and state dir; the unit runs that maint",
+        self.report.check("role: the config has the alias, ports, state dir and metrics listener; the unit runs that maint",
                           'office = ["192.0.2.0/24"]' in config and "http_port = %d" % h["http_port"] in config
+                          and '[metrics]\nlisten = "127.0.0.1:9503"' in config
                           and 'state_dir = "%s/state"' % h["dir"] in config and want_exec in unit
                           and "ReadWritePaths=%s/state" % h["dir"] in unit,
                           "" if want_exec in unit else unit)
