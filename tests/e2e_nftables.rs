@@ -527,11 +527,26 @@ fn off_works_with_the_server_dead_and_the_record_corrupt() {
     assert!(is_app(&site.get_public(&site.pub4())));
     assert!(is_app(&site.get_public(&site.pub6())));
 
-    // And without any config file at all (maint's table has the default name).
+    // And without any config file at all (maint's table has the default name). Without a
+    // config maint uses its default directories, /run/maint and /var/lib/maint: this `off`
+    // gets fresh ones in a private mount namespace, so the machine's own are never touched.
     site.maint_ok(&["on", "--force"]);
+    let off = format!(
+        "mount -t tmpfs maint-test /run && mount -t tmpfs maint-test /var/lib && \
+         exec {} --config /nonexistent/maint.toml off",
+        maint_bin()
+    );
     let out = site.lab.run(
         &site.lab.server.ns,
-        &[maint_bin(), "--config", "/nonexistent/maint.toml", "off"],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &off,
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!site.lab.ruleset().contains("table inet maint"));

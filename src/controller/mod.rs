@@ -272,12 +272,14 @@ impl Controller {
             }
             .log();
         }
-        store.add_to_totals(|t| {
-            t.states_killed += outcome.states_killed as u64;
-            if transition.is_some() {
-                t.last_change = Some(now);
-            }
-        });
+        if transition.is_some() || outcome.states_killed > 0 {
+            store.add_to_totals(|t| {
+                t.states_killed += outcome.states_killed as u64;
+                if transition.is_some() {
+                    t.last_change = Some(now);
+                }
+            });
+        }
 
         if let (Some(u), false) = (req.until, backend.expires_by_itself()) {
             self.supervisor().schedule_off(u)?;
@@ -385,12 +387,14 @@ impl Controller {
             }
             .log();
         }
-        store.add_to_totals(|t| {
-            t.states_killed += outcome.states_killed as u64;
-            if outcome.changed {
-                t.last_change = Some(now_secs());
-            }
-        });
+        if outcome.changed || outcome.states_killed > 0 {
+            store.add_to_totals(|t| {
+                t.states_killed += outcome.states_killed as u64;
+                if outcome.changed {
+                    t.last_change = Some(now_secs());
+                }
+            });
+        }
         Ok(outcome)
     }
 
