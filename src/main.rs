@@ -126,18 +126,12 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
                 return Ok(exit::OK);
             }
             let report = controller.status()?;
-            let json = cli.json || args.format == cli::StatusFormat::Json;
-            match &args.output {
-                Some(path) => {
-                    let text = if json {
-                        output::json_text(&report)
-                    } else {
-                        output::status_text(&report)
-                    };
-                    output::to_file_or_stdout(Some(path), &text).map_err(Fail::System)?;
-                }
-                None => output::status(json, &report),
-            }
+            let text = if cli.json || args.format == cli::StatusFormat::Json {
+                output::json_text(&report)
+            } else {
+                output::status_text(&report)
+            };
+            output::to_file_or_stdout(args.output.as_deref(), &text).map_err(Fail::System)?;
             Ok(if !report.kernel_readable {
                 exit::KERNEL_UNREADABLE
             } else if !report.drift.is_empty() {

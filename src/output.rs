@@ -99,13 +99,6 @@ pub fn outcome(style: Style, verb: &str, o: &Outcome) {
     }
 }
 
-pub fn status(json: bool, r: &StatusReport) {
-    if json {
-        return print_json(r);
-    }
-    print!("{}", status_text(r));
-}
-
 /// `status` for a person: a few aligned lines.
 pub fn status_text(r: &StatusReport) -> String {
     use std::fmt::Write;

@@ -363,20 +363,13 @@ fn remove_if_exists(path: &Path) -> Result<bool> {
 /// and the totals for its metrics, and `maint status` run by any user reads the record. None
 /// of it is secret; the lock and the sockets stay root's.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    // `mode` is filtered by the umask; say it again.
+    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Created through the umask; set the mode it must have.
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(bytes)

@@ -42,10 +42,8 @@ impl Controller {
     /// `status --format prometheus`: the metrics the server's listener gives, with the
     /// kernel checked here (this command may read it; the server may not).
     pub fn metrics(&self) -> Result<String> {
-        let report = self.status()?;
-        let store = self.store();
-        let record = store.load().ok().flatten();
-        let totals = store.totals();
+        let (report, record) = self.survey()?;
+        let totals = self.store().totals();
         crate::metrics::render(&crate::metrics::Snapshot {
             record: record.as_ref(),
             totals: &totals,
@@ -57,6 +55,11 @@ impl Controller {
     }
 
     pub fn status(&self) -> Result<StatusReport> {
+        self.survey().map(|(report, _)| report)
+    }
+
+    /// The status report, and the record it was made from.
+    fn survey(&self) -> Result<(StatusReport, Option<Record>)> {
         let paths = &self.config.paths;
         // Wait for an `on` or `off` under way, so what is read is before or after it.
         let _lock = state::lock_shared(&paths.lock_file());
@@ -126,7 +129,7 @@ impl Controller {
             .filter(|r| r.source_count.total() + r.exception_count.total() <= LISTED_PREFIXES)
             .and_then(|r| store.policy(r).ok());
         let list = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect();
-        Ok(StatusReport {
+        let report = StatusReport {
             active,
             expired,
             kernel_readable,
@@ -171,6 +174,7 @@ impl Controller {
             reason: record.as_ref().and_then(|r| r.reason.clone()),
             server,
             drift,
-        })
+        };
+        Ok((report, record))
     }
 }
