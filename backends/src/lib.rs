@@ -142,6 +142,11 @@ pub struct Policy {
     /// Unix time (seconds) after which the redirect no longer applies. Backends whose kernel can
     /// expire rules by itself say so in [`Backend::expires_by_itself`].
     pub until: Option<u64>,
+    /// A drain is under way (`maint on --drain`): connections open before it stay on the app
+    /// until the controller ends it. Only backends that say [`Backend::drains_in_rules`] let
+    /// it change their rules; the controller leaves it unset for the others.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 impl Policy {
@@ -159,6 +164,26 @@ impl Policy {
             exceptions: canonical(exceptions),
             ports,
             until,
+            drain: false,
+        }
+    }
+
+    /// The same policy, draining or not.
+    pub fn draining(mut self, drain: bool) -> Policy {
+        self.drain = drain;
+        self
+    }
+
+    /// The policy as the kernel applies it while these prefixes hold a pass: they are
+    /// treated as exceptions, so killing the states that disagree spares their connections to
+    /// the app. The prefixes themselves live in the firewall's pass set, not in the policy.
+    pub fn with_passes(&self, passed: &[IpNet]) -> Policy {
+        if passed.is_empty() {
+            return self.clone();
+        }
+        Policy {
+            exceptions: canonical(self.exceptions.iter().chain(passed).copied()),
+            ..self.clone()
         }
     }
 
@@ -222,6 +247,10 @@ impl Policy {
             h.update(p.server.to_be_bytes());
         }
         h.update(self.until.map_or([0xff; 8], u64::to_be_bytes));
+        // Only when set, so the digest of every policy stamped before drains existed stands.
+        if self.drain {
+            h.update(b"drain");
+        }
         let out = h.finalize();
         out[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -404,6 +433,45 @@ pub trait Backend: Send + Sync {
     /// Whether the kernel stops redirecting by itself at `policy.until`. When it cannot (pf),
     /// the controller schedules a `maint off` for the window's end.
     fn expires_by_itself(&self) -> bool;
+
+    /// Whether [`Policy::drain`] changes this firewall's rules. nftables: yes, only
+    /// connection-opening segments are redirected while draining, because a host that
+    /// tracked no connections before the table was loaded picks up open ones mid-stream. pf:
+    /// no, pf keeps state for every connection it passes, and a new rule never applies to an
+    /// existing state.
+    fn drains_in_rules(&self) -> bool {
+        false
+    }
+
+    /// Lets `admission.net` through to the app (as if excepted) until `admission.until`,
+    /// in maint's pass set, without touching anything else. Adding a prefix already there
+    /// sets its end anew. Fails when maint has nothing in place.
+    fn admit(&self, admission: &Admission) -> Result<()>;
+
+    /// Takes these prefixes out of the pass set; one already gone (expired) is not an error.
+    fn withdraw(&self, nets: &[IpNet]) -> Result<()>;
+
+    /// Whether the kernel removes an admission by itself at its end (nftables' element
+    /// timeouts). When it cannot (pf), the keeper withdraws it.
+    fn admissions_expire_by_itself(&self) -> bool;
+
+    /// Removes the states that send connections from `net` to the maintenance server
+    /// (through a port map of `redirected`), except the connection from `spare`: the one that
+    /// asked for the pass, which still has its answer to read. Returns how many went.
+    fn kill_redirected_states_of(
+        &self,
+        net: IpNet,
+        redirected: &[PortMap],
+        spare: Option<std::net::SocketAddr>,
+    ) -> Result<usize>;
+}
+
+/// A prefix let through by a pass, until a time (Unix seconds; `None`: until maintenance
+/// ends, when maint's table or anchor goes and the pass set with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    pub net: IpNet,
+    pub until: Option<u64>,
 }
 
 /// Which firewall to drive.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use maint_backends::nftables::Nftables;
-use maint_backends::{Backend, BackendError, Policy, PortMap};
+use maint_backends::{Admission, Backend, BackendError, Policy, PortMap};
 use maint_testkit::netns::Netns;
 
 /// Whether root-only cases may run (see the test kit).
@@ -201,9 +201,9 @@ fn apply_loads_sets_and_rules_and_reads_back() {
         assert_eq!(chain("input")["type"], "filter");
         assert_eq!(chain("input")["prio"], -10);
         let rules = items.iter().filter(|i| i["rule"].is_object()).count();
-        // prerouting: 2 returns + 3 ports x 2 families;
+        // prerouting: 4 returns (exceptions, passes) + 3 ports x 2 families;
         // input: 3 accepts + lo + 3 drops + (invalid, reply-direction) x 3 ports x 2 families
-        assert_eq!(rules, 8 + 19);
+        assert_eq!(rules, 10 + 19);
 
         let text = list_table();
         assert!(text.contains("redirect to :8503"), "{text}");
@@ -218,6 +218,114 @@ fn apply_loads_sets_and_rules_and_reads_back() {
         );
 
         assert_eq!(b.current().unwrap(), Some(p));
+    });
+}
+
+/// The elements of one of maint's sets as `nft -j` lists them: (prefix, timeout seconds).
+fn set_elements(set: &str) -> Vec<(String, Option<u64>)> {
+    let out = run("nft", &["-j", "list", "set", "inet", "maint", set]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let elems = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| i["set"]["elem"].as_array().cloned())
+        .unwrap_or_default();
+    elems
+        .iter()
+        .map(|e| {
+            let (val, timeout) = match e.get("elem") {
+                Some(inner) => (inner["val"].clone(), inner["timeout"].as_u64()),
+                None => (e.clone(), None),
+            };
+            let text = match val.get("prefix") {
+                Some(p) => format!("{}/{}", p["addr"].as_str().unwrap(), p["len"]),
+                None => val.as_str().unwrap().to_owned(),
+            };
+            (text, timeout)
+        })
+        .collect()
+}
+
+#[test]
+fn admissions_go_into_the_pass_sets_with_their_timeout_and_leave_the_policy_alone() {
+    in_netns(|| {
+        let b = backend();
+        let p = policy_a();
+        // Nothing in place: an admission has nowhere to go.
+        let early = Admission {
+            net: "192.0.2.7/32".parse().unwrap(),
+            until: Some(now() + 600),
+        };
+        assert!(b.admit(&early).is_err());
+        b.apply(&p).unwrap();
+        let digest = b.in_force().unwrap().unwrap().digest;
+
+        b.admit(&early).unwrap();
+        b.admit(&Admission {
+            net: "2001:db8:7:7::/64".parse().unwrap(),
+            until: None,
+        })
+        .unwrap();
+        let v4 = set_elements("pass4");
+        assert_eq!(v4.len(), 1, "{v4:?}");
+        assert_eq!(v4[0].0, "192.0.2.7");
+        let t = v4[0].1.expect("a timed admission carries a timeout");
+        assert!((595..=600).contains(&t), "timeout {t}");
+        assert_eq!(set_elements("pass6"), [("2001:db8:7:7::/64".into(), None)]);
+
+        // Admitting again sets the end anew.
+        b.admit(&Admission {
+            until: Some(now() + 60),
+            ..early
+        })
+        .unwrap();
+        let t = set_elements("pass4")[0].1.unwrap();
+        assert!(t <= 60, "timeout {t} after re-admission");
+
+        // The policy and its stamp know nothing of admissions.
+        assert_eq!(b.current().unwrap(), Some(p.clone()));
+        assert_eq!(b.in_force().unwrap().unwrap().digest, digest);
+
+        b.withdraw(&[early.net, "2001:db8:7:7::/64".parse().unwrap()])
+            .unwrap();
+        assert!(set_elements("pass4").is_empty());
+        assert!(set_elements("pass6").is_empty());
+        // Gone already (expired): not an error.
+        b.withdraw(&[early.net]).unwrap();
+
+        // The kernel ends a timed admission by itself.
+        b.admit(&Admission {
+            net: "198.51.100.9/32".parse().unwrap(),
+            until: Some(now() + 1),
+        })
+        .unwrap();
+        assert_eq!(set_elements("pass4").len(), 1);
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(set_elements("pass4").is_empty());
+    });
+}
+
+#[test]
+fn a_draining_policy_applies_reads_back_and_loads_as_text() {
+    in_netns(|| {
+        let b = backend();
+        let p = policy_a().draining(true);
+        b.apply(&p).unwrap();
+        assert_eq!(b.current().unwrap(), Some(p.clone()));
+        let text = list_table();
+        assert!(text.contains("tcp flags syn / fin,syn,rst,ack"), "{text}");
+        assert!(!text.contains("reject"), "{text}");
+        assert!(text.contains(" drain\""), "{text}");
+        // The rendered text loads as the same table.
+        run("nft", &["delete", "table", "inet", "maint"]);
+        nft_load(&b.render_apply(&p));
+        assert_eq!(b.current().unwrap(), Some(p.clone()));
+        // The end of the drain is a new policy.
+        let done = p.draining(false);
+        b.apply(&done).unwrap();
+        assert_eq!(b.current().unwrap(), Some(done));
+        assert!(list_table().contains("reject with tcp reset"));
     });
 }
 

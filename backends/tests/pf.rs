@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
 use maint_backends::pf::Pf;
-use maint_backends::{everything, Backend, BackendError, Policy, PortMap};
+use maint_backends::{everything, Admission, Backend, BackendError, Policy, PortMap};
 
 use maint_testkit::pfparse;
 
@@ -62,10 +62,12 @@ table <maint_src> {
 	0.0.0.0/0
 	::/0
 }
-pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect"
-pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 rdr-to ::1 port 8503 label "maint-redirect"
-pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 443 rdr-to 127.0.0.1 port 8504 label "maint-redirect"
-pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 443 rdr-to ::1 port 8504 label "maint-redirect"
+table <maint_pass> persist
+match in on ! lo0 proto tcp from <maint_pass> to any port { 80 443 } tag "maint-pass"
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 ! tagged "maint-pass" rdr-to 127.0.0.1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 ! tagged "maint-pass" rdr-to ::1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 443 ! tagged "maint-pass" rdr-to 127.0.0.1 port 8504 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 443 ! tagged "maint-pass" rdr-to ::1 port 8504 label "maint-redirect"
 "#
     );
 }
@@ -88,8 +90,10 @@ table <maint_src> {
 	!203.0.113.5/32
 	!2001:db8:beef::/48
 }
-pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect"
-pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 rdr-to ::1 port 8503 label "maint-redirect"
+table <maint_pass> persist
+match in on ! lo0 proto tcp from <maint_pass> to any port 80 tag "maint-pass"
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 ! tagged "maint-pass" rdr-to 127.0.0.1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 ! tagged "maint-pass" rdr-to ::1 port 8503 label "maint-redirect"
 "#
     );
 }
@@ -103,8 +107,10 @@ fn render_ipv6_only_has_no_inet_rules() {
 table <maint_src> {
 	2001:db8:1::/48
 }
-pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 rdr-to ::1 port 8503 label "maint-redirect"
-pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 443 rdr-to ::1 port 8504 label "maint-redirect"
+table <maint_pass> persist
+match in on ! lo0 proto tcp from <maint_pass> to any port { 80 443 } tag "maint-pass"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 80 ! tagged "maint-pass" rdr-to ::1 port 8503 label "maint-redirect"
+pass in quick on ! lo0 inet6 proto tcp from <maint_src> to any port 443 ! tagged "maint-pass" rdr-to ::1 port 8504 label "maint-redirect"
 "#
     );
 }
@@ -126,7 +132,9 @@ fn render_custom_ports_and_anchor_name() {
 table <web_maint_src> {
 	192.0.2.0/24
 }
-pass in quick on ! lo0 inet proto tcp from <web_maint_src> to any port 8080 rdr-to 127.0.0.1 port 9000 label "web_maint-redirect"
+table <web_maint_pass> persist
+match in on ! lo0 proto tcp from <web_maint_pass> to any port 8080 tag "web_maint-pass"
+pass in quick on ! lo0 inet proto tcp from <web_maint_src> to any port 8080 ! tagged "web_maint-pass" rdr-to 127.0.0.1 port 9000 label "web_maint-redirect"
 "#
     );
 }
@@ -146,7 +154,9 @@ fn render_with_until() {
 table <maint_src> {
 	198.51.100.0/24
 }
-pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 rdr-to 127.0.0.1 port 8503 label "maint-redirect" tag "maint-until-1767225600"
+table <maint_pass> persist
+match in on ! lo0 proto tcp from <maint_pass> to any port 80 tag "maint-pass"
+pass in quick on ! lo0 inet proto tcp from <maint_src> to any port 80 ! tagged "maint-pass" rdr-to 127.0.0.1 port 8503 label "maint-redirect" tag "maint-until-1767225600"
 "#
     );
 }
@@ -281,9 +291,9 @@ fn apply_is_one_load_and_current_reads_it_back() {
     assert_eq!(fake.commands(), ["pfctl -s memory", "pfctl -a maint -f -"]);
     // The fake stores the rules the way `pfctl -a maint -s rules` prints them.
     assert_eq!(
-        fake.read("anchors/maint/rules").lines().next().unwrap(),
+        fake.read("anchors/maint/rules").lines().nth(2).unwrap(),
         "pass in quick on ! lo0 inet proto tcp from <maint_src> to any port = 80 flags S/SA \
-         label \"maint-redirect\" rdr-to 127.0.0.1 port 8503"
+         label \"maint-redirect\" ! tagged maint-pass rdr-to 127.0.0.1 port 8503"
     );
     assert_eq!(
         fake.read("anchors/maint/tables/maint_src"),
@@ -374,7 +384,8 @@ fn apply_again_replaces_everything_at_once() {
         fake.read("anchors/maint/tables/maint_src"),
         "198.51.100.0/24\n"
     );
-    assert_eq!(fake.read("anchors/maint/rules").lines().count(), 1);
+    // The pass table's `match` rule, then one redirect.
+    assert_eq!(fake.read("anchors/maint/rules").lines().count(), 2);
 }
 
 #[test]
@@ -835,4 +846,75 @@ fn a_table_over_pfs_limit_is_refused_before_loading_with_the_line_to_add() {
     assert!(problem.contains("Cannot allocate memory"), "{problem}");
     assert!(hint.contains("set limit table-entries"), "{hint}");
     assert_eq!(pf.current().unwrap(), Some(old));
+}
+
+#[test]
+fn admissions_go_into_the_pass_table_and_out_again() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let pf = fake.pf();
+    let admission = Admission {
+        net: "198.51.100.8/32".parse().unwrap(),
+        until: Some(4_000_000_000),
+    };
+    // Nothing in place: an admission has nowhere to go.
+    assert!(pf.admit(&admission).is_err());
+    pf.apply(&office_policy()).unwrap();
+    fake.reset_log();
+    pf.admit(&admission).unwrap();
+    pf.admit(&Admission {
+        net: "2001:db8:1::/64".parse().unwrap(),
+        until: None,
+    })
+    .unwrap();
+    assert_eq!(
+        fake.commands(),
+        [
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -t maint_pass -T add 198.51.100.8/32",
+            "pfctl -a maint -s rules",
+            "pfctl -a maint -t maint_pass -T add 2001:db8:1::/64",
+        ]
+    );
+    assert_eq!(
+        fake.read("anchors/maint/tables/maint_pass"),
+        "# persist\n198.51.100.8\n2001:db8:1::/64\n"
+    );
+    // The policy reads back without them, the `match` rule skipped.
+    assert_eq!(pf.current().unwrap(), Some(office_policy()));
+    assert!(!pf.admissions_expire_by_itself());
+
+    pf.withdraw(&[admission.net, "2001:db8:1::/64".parse().unwrap()])
+        .unwrap();
+    assert_eq!(fake.read("anchors/maint/tables/maint_pass"), "# persist\n");
+    // A reload of the anchor (a changed policy) empties the table: the keeper admits again.
+    pf.admit(&admission).unwrap();
+    pf.apply(&office_policy()).unwrap();
+    assert_eq!(fake.read("anchors/maint/tables/maint_pass"), "# persist\n");
+}
+
+#[test]
+fn the_redirected_states_of_a_passed_client_go_but_the_asking_one_stays() {
+    let fake = Fake::new(MAIN_WITH_ANCHOR);
+    let extra = format!(
+        "{STATES}maint-redirect\tall tcp 127.0.0.1:8503 (192.0.2.10:80) <- 198.51.100.8:40009       ESTABLISHED:ESTABLISHED\n"
+    );
+    fake.write("states", &extra);
+    let pf = fake.pf();
+    let spare = "198.51.100.8:40009".parse().unwrap();
+    let killed = pf
+        .kill_redirected_states_of("198.51.100.8/32".parse().unwrap(), &WEB, Some(spare))
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert_eq!(
+        fake.commands(),
+        [
+            "pfctl -s states",
+            "pfctl -k key -k 'tcp 192.0.2.10:80 <- 198.51.100.8:40001'",
+        ]
+    );
+    let left = fake.read("states");
+    assert!(left.contains("198.51.100.8:40009"), "{left}");
+    // Its connection to SSH and other clients' states are not its redirected states.
+    assert!(left.contains("198.51.100.7:51300"), "{left}");
+    assert!(left.contains("2001:db8:1::9[40002]"), "{left}");
 }

@@ -19,8 +19,8 @@ use super::intervals::{self, Element, Family};
 use super::netlink::Socket;
 use super::rules::{self, SetName};
 use super::stamp::{self, Stamp};
-use super::uapi::{NFPROTO_INET, NFT_SET_ELEM_INTERVAL_END, NFT_SET_INTERVAL};
-use crate::Policy;
+use super::uapi::{NFPROTO_INET, NFT_SET_ELEM_INTERVAL_END, NFT_SET_INTERVAL, NFT_SET_TIMEOUT};
+use crate::{Admission, Policy};
 
 /// nft's datatype numbers for set keys (TYPE_IPADDR, TYPE_IP6ADDR), so `nft list` prints
 /// addresses, and its userdata saying the key is big-endian (NFTNL_UDATA_SET_KEYBYTEORDER).
@@ -192,7 +192,12 @@ fn set_obj(table: &CString, set: SetName, full: bool) -> *mut sys::nftnl_set {
                 Family::V4 => TYPE_IPADDR,
                 Family::V6 => TYPE_IP6ADDR,
             };
-            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, NFT_SET_INTERVAL);
+            let flags = if set.timed() {
+                NFT_SET_INTERVAL | NFT_SET_TIMEOUT
+            } else {
+                NFT_SET_INTERVAL
+            };
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, flags);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, key_type);
             sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, family.key_len() as u32);
             sys::nftnl_set_set_data(
@@ -218,7 +223,34 @@ fn newset_msg(buf: *mut c_char, seq: u32, table: &CString, set: SetName) {
     }
 }
 
+/// What a set-element message does.
+#[derive(Clone, Copy)]
+enum ElemMsg {
+    /// NEWSETELEM; `timeout_ms` on each start element, for the timed sets.
+    Add { timeout_ms: Option<u64> },
+    /// DELSETELEM.
+    Delete,
+}
+
 fn newsetelem_msg(buf: *mut c_char, seq: u32, table: &CString, set: SetName, elems: &[Element]) {
+    setelem_msg(
+        buf,
+        seq,
+        table,
+        set,
+        elems,
+        ElemMsg::Add { timeout_ms: None },
+    )
+}
+
+fn setelem_msg(
+    buf: *mut c_char,
+    seq: u32,
+    table: &CString,
+    set: SetName,
+    elems: &[Element],
+    op: ElemMsg,
+) {
     let family = set.ip().family();
     // SAFETY: as in `table_msg`; every element is added to the set, which owns and frees it.
     unsafe {
@@ -241,6 +273,11 @@ fn newsetelem_msg(buf: *mut c_char, seq: u32, table: &CString, set: SetName, ele
                     sys::NFTNL_SET_ELEM_FLAGS as u16,
                     NFT_SET_ELEM_INTERVAL_END,
                 );
+            } else if let ElemMsg::Add {
+                timeout_ms: Some(ms),
+            } = op
+            {
+                sys::nftnl_set_elem_set_u64(e, sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
             }
             if el.open {
                 sys::nftnl_set_elem_set(
@@ -252,14 +289,14 @@ fn newsetelem_msg(buf: *mut c_char, seq: u32, table: &CString, set: SetName, ele
             }
             sys::nftnl_set_elem_add(s, e);
         }
-        let flags = (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16;
-        let nlh = sys::nftnl_nlmsg_build_hdr(
-            buf,
-            libc::NFT_MSG_NEWSETELEM as u16,
-            NFPROTO_INET,
-            flags,
-            seq,
-        );
+        let (ty, flags) = match op {
+            ElemMsg::Add { .. } => (
+                libc::NFT_MSG_NEWSETELEM,
+                libc::NLM_F_CREATE | libc::NLM_F_ACK,
+            ),
+            ElemMsg::Delete => (libc::NFT_MSG_DELSETELEM, libc::NLM_F_ACK),
+        };
+        let nlh = sys::nftnl_nlmsg_build_hdr(buf, ty as u16, NFPROTO_INET, flags as u16, seq);
         sys::nftnl_set_elems_nlmsg_build_payload(nlh, s);
         sys::nftnl_set_free(s);
     }
@@ -271,8 +308,59 @@ pub fn set_elements(policy: &Policy, set: SetName) -> Vec<Element> {
     let nets = match set {
         SetName::Sources(_) => &policy.sources,
         SetName::Exceptions(_) => &policy.exceptions,
+        // Filled one admission at a time by `admit`, never by `apply`.
+        SetName::Passes(_) => return Vec::new(),
     };
     intervals::elements(family, &intervals::ranges(family, nets))
+}
+
+/// The elements of one prefix in its family's pass set.
+fn pass_elements(net: &ipnet::IpNet) -> (SetName, Vec<Element>) {
+    let set = SetName::passes_for(net.addr());
+    let family = set.ip().family();
+    (
+        set,
+        intervals::elements(family, &intervals::ranges(family, [net])),
+    )
+}
+
+/// The `admit` transaction: one prefix into its pass set, with a timeout that ends it at
+/// `admission.until` (`nft add element inet maint pass4 { 192.0.2.7 timeout 3600s }`).
+pub fn admit(
+    sock: &mut Socket,
+    name: &str,
+    admission: &Admission,
+    now: u64,
+) -> anyhow::Result<Batch> {
+    let cname = CString::new(name).context("table name contains a NUL byte")?;
+    let (set, elems) = pass_elements(&admission.net);
+    // An element whose end has come is not added at all (the caller checks); a timeout of
+    // zero would mean "none" to the kernel.
+    let timeout_ms = admission
+        .until
+        .map(|u| u.saturating_sub(now).max(1).saturating_mul(1000));
+    let mut b = Batch::new(sock)?;
+    let what = format!("adding {} to set {}", admission.net, set.name());
+    b.add(sock, what, |buf, seq| {
+        setelem_msg(buf, seq, &cname, set, &elems, ElemMsg::Add { timeout_ms })
+    })?;
+    b.finish(sock)?;
+    Ok(b)
+}
+
+/// The `withdraw` transaction for one prefix (`nft delete element inet maint pass4 { … }`).
+/// One batch per prefix: a batch is refused whole, and an element that expired meanwhile
+/// would refuse the others with it.
+pub fn withdraw(sock: &mut Socket, name: &str, net: &ipnet::IpNet) -> anyhow::Result<Batch> {
+    let cname = CString::new(name).context("table name contains a NUL byte")?;
+    let (set, elems) = pass_elements(net);
+    let mut b = Batch::new(sock)?;
+    let what = format!("removing {net} from set {}", set.name());
+    b.add(sock, what, |buf, seq| {
+        setelem_msg(buf, seq, &cname, set, &elems, ElemMsg::Delete)
+    })?;
+    b.finish(sock)?;
+    Ok(b)
 }
 
 /// How an `apply` batch ends.

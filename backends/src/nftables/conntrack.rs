@@ -154,14 +154,32 @@ fn put_tuple(w: &mut Writer, ty: u16, t: &Tuple) {
     w.nest_end(outer);
 }
 
-/// Deletes the selected entries; returns how many the kernel removed.
+/// Deletes the entries that disagree with `policy`; returns how many the kernel removed.
 pub fn kill(policy: &Policy, redirected: &[PortMap]) -> Result<usize, NlError> {
-    let mut sock = Socket::open()?;
     let local = LocalAddresses::of_this_host();
-    let victims: Vec<Entry> = dump(&mut sock)?
-        .into_iter()
-        .filter(|e| selected(policy, redirected, e, &local))
-        .collect();
+    kill_where(|e| selected(policy, redirected, e, &local))
+}
+
+/// Whether `e` is a connection from `net` redirected to the maintenance server through one of
+/// `redirected`, other than the one from `spare`.
+pub fn redirected_from(
+    net: &ipnet::IpNet,
+    redirected: &[PortMap],
+    spare: Option<std::net::SocketAddr>,
+    e: &Entry,
+) -> bool {
+    e.orig.proto == libc::IPPROTO_TCP as u8
+        && net.contains(&e.orig.src)
+        && redirected
+            .iter()
+            .any(|m| m.server != m.public && m.public == e.orig.dport && m.server == e.reply.sport)
+        && spare != Some(std::net::SocketAddr::new(e.orig.src, e.orig.sport))
+}
+
+/// Deletes the entries `pick` chooses; returns how many the kernel removed.
+pub fn kill_where(pick: impl Fn(&Entry) -> bool) -> Result<usize, NlError> {
+    let mut sock = Socket::open()?;
+    let victims: Vec<Entry> = dump(&mut sock)?.into_iter().filter(|e| pick(e)).collect();
     let mut removed = 0;
     for chunk in victims.chunks(DELETES_PER_DATAGRAM) {
         let mut w = Writer::new();

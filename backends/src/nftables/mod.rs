@@ -30,7 +30,8 @@ mod watch;
 use anyhow::anyhow;
 
 use self::netlink::{NlError, Socket};
-use crate::{Backend, BackendError, InForce, Policy, PortMap, Result, Watch};
+use crate::{Admission, Backend, BackendError, InForce, Policy, PortMap, Result, Watch};
+use ipnet::IpNet;
 
 const FIREWALL: &str = "nftables";
 
@@ -246,5 +247,64 @@ impl Backend for Nftables {
 
     fn expires_by_itself(&self) -> bool {
         true
+    }
+
+    fn drains_in_rules(&self) -> bool {
+        true
+    }
+
+    // nft add element inet maint pass4 { 192.0.2.7 timeout 3600s }
+    fn admit(&self, admission: &Admission) -> Result<()> {
+        let mut sock = self.open()?;
+        if self.check_ownership(&mut sock, "change")?.is_none() {
+            return Err(anyhow!(
+                "{} is not loaded: a pass only works while maintenance is on",
+                self.location()
+            )
+            .into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let batch = batch::admit(&mut sock, &self.table, admission, now)?;
+        sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected())
+            .map_err(|(seq, e)| nl_error(format!("nf_tables refused {}", batch.describe(seq)), e))
+    }
+
+    // nft delete element inet maint pass4 { 192.0.2.7 }
+    fn withdraw(&self, nets: &[IpNet]) -> Result<()> {
+        let mut sock = self.open()?;
+        if self.check_ownership(&mut sock, "change")?.is_none() {
+            return Ok(());
+        }
+        for net in nets {
+            let batch = batch::withdraw(&mut sock, &self.table, net)?;
+            match sock.batch(&batch.pages(), batch.begin_seq(), &batch.expected()) {
+                // Expired already (or the table went meanwhile).
+                Err((_, e)) if e.errno == libc::ENOENT => {}
+                Err((seq, e)) => {
+                    return Err(nl_error(
+                        format!("nf_tables refused {}", batch.describe(seq)),
+                        e,
+                    ))
+                }
+                Ok(()) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn admissions_expire_by_itself(&self) -> bool {
+        true
+    }
+
+    fn kill_redirected_states_of(
+        &self,
+        net: IpNet,
+        redirected: &[PortMap],
+        spare: Option<std::net::SocketAddr>,
+    ) -> Result<usize> {
+        conntrack::kill_where(|e| conntrack::redirected_from(&net, redirected, spare, e))
+            .map_err(|e| nl_error(format!("killing the redirected states of {net}"), e))
     }
 }

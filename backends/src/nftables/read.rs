@@ -136,7 +136,8 @@ fn snapshot(sock: &mut Socket, name: &str) -> Result<Option<Snapshot>, NlError> 
         }
     })?;
     let mut elements = Vec::new();
-    for set in SetName::ALL {
+    // The pass sets hold admissions, which are not the policy.
+    for set in SetName::POLICY {
         if !sets.iter().any(|s| s.name == set.name()) {
             continue;
         }

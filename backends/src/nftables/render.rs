@@ -37,6 +37,8 @@ pub fn apply(table: &str, policy: &Policy) -> anyhow::Result<String> {
         let nets: Vec<&IpNet> = match set {
             SetName::Sources(_) => policy.sources.iter().collect(),
             SetName::Exceptions(_) => policy.exceptions.iter().collect(),
+            // Admissions are added one by one while maintenance is on, never loaded whole.
+            SetName::Passes(_) => Vec::new(),
         };
         write_set(&mut s, set, &nets)?;
     }
@@ -66,7 +68,11 @@ fn write_set(s: &mut String, set: SetName, nets: &[&IpNet]) -> std::fmt::Result 
     };
     writeln!(s, "\n\tset {} {{", set.name())?;
     writeln!(s, "\t\ttype {ty}")?;
-    writeln!(s, "\t\tflags interval")?;
+    if set.timed() {
+        writeln!(s, "\t\tflags interval, timeout")?;
+    } else {
+        writeln!(s, "\t\tflags interval")?;
+    }
     // The prefixes as the kernel will hold them (merged ranges split back into CIDRs), which is
     // also the canonical list, even for a hand-built Policy that skipped `Policy::new`.
     let cidrs: Vec<IpNet> = intervals::ranges(family, nets.iter().copied())
@@ -159,10 +165,22 @@ table inet maint {
 \t\tflags interval
 \t}
 
+\tset pass4 {
+\t\ttype ipv4_addr
+\t\tflags interval, timeout
+\t}
+
+\tset pass6 {
+\t\ttype ipv6_addr
+\t\tflags interval, timeout
+\t}
+
 \tchain prerouting {
 \t\ttype nat hook prerouting priority -110; policy accept;
 \t\tip saddr @exc4 return
 \t\tip6 saddr @exc6 return
+\t\tip saddr @pass4 return
+\t\tip6 saddr @pass6 return
 \t\tip saddr @src4 tcp dport 80 redirect to :8503
 \t\tip6 saddr @src6 tcp dport 80 redirect to :8503
 \t\tip saddr @src4 tcp dport 443 redirect to :8504
@@ -176,14 +194,14 @@ table inet maint {
 \t\tiif \"lo\" accept
 \t\ttcp dport 8503 drop
 \t\ttcp dport 8504 drop
-\t\ttcp dport 80 ct state invalid ip saddr != @exc4 ip saddr @src4 reject with tcp reset
-\t\ttcp dport 80 ct state invalid ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
-\t\ttcp dport 443 ct state invalid ip saddr != @exc4 ip saddr @src4 reject with tcp reset
-\t\ttcp dport 443 ct state invalid ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
-\t\ttcp dport 80 ct direction reply ip saddr != @exc4 ip saddr @src4 reject with tcp reset
-\t\ttcp dport 80 ct direction reply ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
-\t\ttcp dport 443 ct direction reply ip saddr != @exc4 ip saddr @src4 reject with tcp reset
-\t\ttcp dport 443 ct direction reply ip6 saddr != @exc6 ip6 saddr @src6 reject with tcp reset
+\t\ttcp dport 80 ct state invalid ip saddr != @exc4 ip saddr != @pass4 ip saddr @src4 reject with tcp reset
+\t\ttcp dport 80 ct state invalid ip6 saddr != @exc6 ip6 saddr != @pass6 ip6 saddr @src6 reject with tcp reset
+\t\ttcp dport 443 ct state invalid ip saddr != @exc4 ip saddr != @pass4 ip saddr @src4 reject with tcp reset
+\t\ttcp dport 443 ct state invalid ip6 saddr != @exc6 ip6 saddr != @pass6 ip6 saddr @src6 reject with tcp reset
+\t\ttcp dport 80 ct direction reply ip saddr != @exc4 ip saddr != @pass4 ip saddr @src4 reject with tcp reset
+\t\ttcp dport 80 ct direction reply ip6 saddr != @exc6 ip6 saddr != @pass6 ip6 saddr @src6 reject with tcp reset
+\t\ttcp dport 443 ct direction reply ip saddr != @exc4 ip saddr != @pass4 ip saddr @src4 reject with tcp reset
+\t\ttcp dport 443 ct direction reply ip6 saddr != @exc6 ip6 saddr != @pass6 ip6 saddr @src6 reject with tcp reset
 \t}
 }
 ";

@@ -46,15 +46,29 @@ impl Ip {
     }
 }
 
-/// The four sets, in the order they are created.
+/// The six sets, in the order they are created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetName {
     Sources(Ip),
     Exceptions(Ip),
+    /// Sources let through by a pass link (`maint pass`): interval sets whose elements carry
+    /// their own timeout, added one at a time by the keeper and never part of the policy, so
+    /// they are left out of the digest and of the read-back.
+    Passes(Ip),
 }
 
 impl SetName {
-    pub const ALL: [SetName; 4] = [
+    pub const ALL: [SetName; 6] = [
+        SetName::Sources(Ip::V4),
+        SetName::Sources(Ip::V6),
+        SetName::Exceptions(Ip::V4),
+        SetName::Exceptions(Ip::V6),
+        SetName::Passes(Ip::V4),
+        SetName::Passes(Ip::V6),
+    ];
+
+    /// The sets that hold the policy's prefixes (what `current()` reads back).
+    pub const POLICY: [SetName; 4] = [
         SetName::Sources(Ip::V4),
         SetName::Sources(Ip::V6),
         SetName::Exceptions(Ip::V4),
@@ -67,13 +81,25 @@ impl SetName {
             SetName::Sources(Ip::V6) => "src6",
             SetName::Exceptions(Ip::V4) => "exc4",
             SetName::Exceptions(Ip::V6) => "exc6",
+            SetName::Passes(Ip::V4) => "pass4",
+            SetName::Passes(Ip::V6) => "pass6",
         }
     }
 
     pub fn ip(self) -> Ip {
         match self {
-            SetName::Sources(ip) | SetName::Exceptions(ip) => ip,
+            SetName::Sources(ip) | SetName::Exceptions(ip) | SetName::Passes(ip) => ip,
         }
+    }
+
+    /// Whether its elements carry timeouts (`flags interval, timeout`).
+    pub fn timed(self) -> bool {
+        matches!(self, SetName::Passes(_))
+    }
+
+    /// The pass set for `addr`'s family.
+    pub fn passes_for(addr: std::net::IpAddr) -> SetName {
+        SetName::Passes(if addr.is_ipv4() { Ip::V4 } else { Ip::V6 })
     }
 
     /// The `NFTA_SET_ID` that lets rules in the same batch refer to the set.
@@ -90,6 +116,9 @@ pub enum Match {
         negate: bool,
     },
     TcpDport(u16),
+    /// `tcp flags & (fin | syn | rst | ack) == syn`: a connection-opening segment. While a
+    /// drain lasts only these are redirected (see [`rules`]).
+    TcpSynOnly,
     /// `meta time < until` (seconds since the epoch): the kernel's own expiry.
     TimeBefore(u64),
     CtStatusDnat,
@@ -120,18 +149,22 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
     let time: Vec<Match> = policy.until.map(Match::TimeBefore).into_iter().collect();
     let mut out = Vec::new();
 
-    // prerouting: excepted sources leave first; matched sources on a public port are
-    // redirected to the server port on this host (no route_localnet needed, works for IPv6).
-    for ip in Ip::BOTH {
-        // ip saddr @exc4 return
-        out.push(RuleSpec {
-            chain: PREROUTING,
-            matches: vec![Match::Saddr {
-                set: SetName::Exceptions(ip),
-                negate: false,
-            }],
-            action: Action::Return,
-        });
+    // prerouting: excepted sources and those a pass let through leave first; matched sources
+    // on a public port are redirected to the server port on this host (no route_localnet
+    // needed, works for IPv6).
+    for set in [SetName::Exceptions, SetName::Passes] {
+        for ip in Ip::BOTH {
+            // ip saddr @exc4 return
+            // ip saddr @pass4 return
+            out.push(RuleSpec {
+                chain: PREROUTING,
+                matches: vec![Match::Saddr {
+                    set: set(ip),
+                    negate: false,
+                }],
+                action: Action::Return,
+            });
+        }
     }
     for p in &policy.ports {
         for ip in Ip::BOTH {
@@ -142,8 +175,16 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
                 },
                 Match::TcpDport(p.public),
             ];
+            // While draining, only a connection's first segment is redirected: on a host
+            // where nothing tracked connections before maint's table was loaded, a segment of
+            // an open connection creates its state mid-stream (loose pickup) and would
+            // otherwise be redirected to a server that never saw the connection and resets it.
+            if policy.drain {
+                m.push(Match::TcpSynOnly);
+            }
             m.extend(&time);
-            // ip saddr @src4 tcp dport 80 [meta time < UNTIL] redirect to :8503
+            // ip saddr @src4 tcp dport 80 [tcp flags syn / fin,syn,rst,ack]
+            //     [meta time < UNTIL] redirect to :8503
             out.push(RuleSpec {
                 chain: PREROUTING,
                 matches: m,
@@ -184,6 +225,12 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
     //   state in the original direction, so a reply-direction segment from it is one of these.
     // Resetting either makes the client reconnect, and the new connection meets the redirect.
     // The port and state checks come first because this chain sees every input packet.
+    // While draining, open connections are meant to stay on the app (and on a host that
+    // tracked nothing before, their states may be picked up in either direction), so these
+    // rules come with the end of the drain, when the states are killed.
+    if policy.drain {
+        return out;
+    }
     for state in [Match::CtStateInvalid, Match::CtReply] {
         for p in &policy.ports {
             for ip in Ip::BOTH {
@@ -195,13 +242,17 @@ pub fn rules(policy: &Policy) -> Vec<RuleSpec> {
                         negate: true,
                     },
                     Match::Saddr {
+                        set: SetName::Passes(ip),
+                        negate: true,
+                    },
+                    Match::Saddr {
                         set: SetName::Sources(ip),
                         negate: false,
                     },
                 ];
                 m.extend(&time);
-                // tcp dport 80 ct state invalid ip saddr != @exc4 ip saddr @src4
-                //     [meta time < UNTIL] reject with tcp reset
+                // tcp dport 80 ct state invalid ip saddr != @exc4 ip saddr != @pass4
+                //     ip saddr @src4 [meta time < UNTIL] reject with tcp reset
                 // (and the same with `ct direction reply` for `ct state invalid`)
                 out.push(RuleSpec {
                     chain: INPUT,
@@ -248,6 +299,7 @@ impl RuleSpec {
                     set.name()
                 ),
                 Match::TcpDport(p) => format!("tcp dport {p}"),
+                Match::TcpSynOnly => "tcp flags syn / fin,syn,rst,ack".into(),
                 Match::TimeBefore(t) => format!("meta time < {t}"),
                 Match::CtStatusDnat => "ct status dnat".into(),
                 Match::CtStateInvalid => "ct state invalid".into(),
@@ -298,6 +350,13 @@ impl RuleSpec {
                         TcpHeaderField::Dport,
                     )));
                     rule.add_expr(&Cmp::new(CmpOp::Eq, port.to_be_bytes().as_slice()));
+                }
+                Match::TcpSynOnly => {
+                    // Always after a `tcp dport`, which loaded the l4proto dependency.
+                    rule.add_expr(&TCP_FLAGS);
+                    // FIN|SYN|RST|ACK = 0x17; equal to SYN (0x02) alone.
+                    rule.add_expr(&Bitwise::new([0x17u8].as_slice(), [0u8].as_slice()));
+                    rule.add_expr(&Cmp::new(CmpOp::Eq, [0x02u8].as_slice()));
                 }
                 Match::TimeBefore(secs) => {
                     let ns = secs
@@ -423,6 +482,21 @@ const META_TIME: Simple = Simple {
     ],
 };
 
+/// `payload load 1b @ transport header + 13 => reg 1`: the TCP flags byte, which the nftnl
+/// crate's `TcpHeaderField` cannot name.
+const TCP_FLAGS: Simple = Simple {
+    name: c"payload",
+    attrs: &[
+        (sys::NFTNL_EXPR_PAYLOAD_DREG, REG_1),
+        (
+            sys::NFTNL_EXPR_PAYLOAD_BASE,
+            libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
+        ),
+        (sys::NFTNL_EXPR_PAYLOAD_OFFSET, 13),
+        (sys::NFTNL_EXPR_PAYLOAD_LEN, 1),
+    ],
+};
+
 /// NFT_CT_DIRECTION from linux/netfilter/nf_tables.h (enum nft_ct_keys); the nftnl crate's
 /// `Conntrack` has no direction key.
 const NFT_CT_DIRECTION: u32 = 1;
@@ -491,22 +565,57 @@ mod tests {
             [
                 "prerouting: ip saddr @exc4 return",
                 "prerouting: ip6 saddr @exc6 return",
+                "prerouting: ip saddr @pass4 return",
+                "prerouting: ip6 saddr @pass6 return",
                 "prerouting: ip saddr @src4 tcp dport 80 meta time < 1700000000 redirect to :8503",
                 "prerouting: ip6 saddr @src6 tcp dport 80 meta time < 1700000000 redirect to :8503",
                 "input: tcp dport 8503 ct status dnat accept",
                 "input: iif \"lo\" accept",
                 "input: tcp dport 8503 drop",
-                "input: tcp dport 80 ct state invalid ip saddr != @exc4 ip saddr @src4 meta time < 1700000000 reject with tcp reset",
-                "input: tcp dport 80 ct state invalid ip6 saddr != @exc6 ip6 saddr @src6 meta time < 1700000000 reject with tcp reset",
-                "input: tcp dport 80 ct direction reply ip saddr != @exc4 ip saddr @src4 meta time < 1700000000 reject with tcp reset",
-                "input: tcp dport 80 ct direction reply ip6 saddr != @exc6 ip6 saddr @src6 meta time < 1700000000 reject with tcp reset",
+                "input: tcp dport 80 ct state invalid ip saddr != @exc4 ip saddr != @pass4 ip saddr @src4 meta time < 1700000000 reject with tcp reset",
+                "input: tcp dport 80 ct state invalid ip6 saddr != @exc6 ip6 saddr != @pass6 ip6 saddr @src6 meta time < 1700000000 reject with tcp reset",
+                "input: tcp dport 80 ct direction reply ip saddr != @exc4 ip saddr != @pass4 ip saddr @src4 meta time < 1700000000 reject with tcp reset",
+                "input: tcp dport 80 ct direction reply ip6 saddr != @exc6 ip6 saddr != @pass6 ip6 saddr @src6 meta time < 1700000000 reject with tcp reset",
             ]
         );
     }
 
     #[test]
+    fn a_draining_policy_redirects_only_syns_and_resets_nothing() {
+        let p = Policy::new(
+            crate::everything(),
+            [],
+            [PortMap {
+                public: 80,
+                server: 8503,
+            }],
+            None,
+        )
+        .draining(true);
+        let text: Vec<String> = rules(&p)
+            .iter()
+            .map(|r| format!("{}: {}", r.chain, r.text()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "prerouting: ip saddr @exc4 return",
+                "prerouting: ip6 saddr @exc6 return",
+                "prerouting: ip saddr @pass4 return",
+                "prerouting: ip6 saddr @pass6 return",
+                "prerouting: ip saddr @src4 tcp dport 80 tcp flags syn / fin,syn,rst,ack redirect to :8503",
+                "prerouting: ip6 saddr @src6 tcp dport 80 tcp flags syn / fin,syn,rst,ack redirect to :8503",
+                "input: tcp dport 8503 ct status dnat accept",
+                "input: iif \"lo\" accept",
+                "input: tcp dport 8503 drop",
+            ]
+        );
+        assert_ne!(p.digest(), p.clone().draining(false).digest());
+    }
+
+    #[test]
     fn set_ids_are_distinct_and_nonzero() {
         let ids: Vec<u32> = SetName::ALL.iter().map(|s| s.id()).collect();
-        assert_eq!(ids, [1, 2, 3, 4]);
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
     }
 }

@@ -29,6 +29,8 @@ pub struct Stamp {
     pub ports: Vec<PortMap>,
     pub until: Option<u64>,
     pub digest: Option<String>,
+    /// `drain`: only connection-opening segments are redirected (see `rules`).
+    pub drain: bool,
 }
 
 impl Stamp {
@@ -37,6 +39,7 @@ impl Stamp {
             ports: policy.ports.clone(),
             until: policy.until,
             digest: Some(policy.digest()),
+            drain: policy.drain,
         }
     }
 
@@ -52,6 +55,9 @@ impl Stamp {
         }
         if let Some(d) = &self.digest {
             s.push_str(&format!(" id={d}"));
+        }
+        if self.drain {
+            s.push_str(" drain");
         }
         if s.len() > MAX_TEXT {
             bail!(
@@ -104,6 +110,7 @@ impl Stamp {
             }
             digest = Some(d.to_owned());
         }
+        let drain = words.next_if(|w| *w == "drain").is_some();
         if words.next().is_some() {
             bail!("stamp {text:?} has trailing words");
         }
@@ -111,6 +118,7 @@ impl Stamp {
             ports,
             until,
             digest,
+            drain,
         })
     }
 }
@@ -158,11 +166,12 @@ mod tests {
             ],
             until: Some(1_700_000_000),
             digest: Some("00112233aabbccdd".into()),
+            drain: true,
         };
         let text = s.text().unwrap();
         assert_eq!(
             text,
-            "maint:1 ports=80>8503,443>8504 until=1700000000 id=00112233aabbccdd"
+            "maint:1 ports=80>8503,443>8504 until=1700000000 id=00112233aabbccdd drain"
         );
         let ud = userdata(&text);
         assert_eq!(ud[0], 0);
@@ -177,6 +186,7 @@ mod tests {
             ports: vec![],
             until: None,
             digest: None,
+            drain: false,
         };
         assert_eq!(s.text().unwrap(), "maint:1 ports=");
         assert_eq!(Stamp::parse("maint:1 ports=").unwrap(), s);
@@ -208,6 +218,7 @@ mod tests {
             })
             .collect();
         assert!(Stamp {
+            drain: false,
             ports,
             until: None,
             digest: Some("00112233aabbccdd".into()),

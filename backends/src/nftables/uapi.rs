@@ -41,4 +41,5 @@ pub const NFTA_LOOKUP_SET_ID: u16 = 4;
 pub const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
 pub const NFTA_REDIR_REG_PROTO_MAX: u16 = 2;
 pub const NFT_SET_INTERVAL: u32 = 0x4;
+pub const NFT_SET_TIMEOUT: u32 = 0x10;
 pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;

@@ -48,10 +48,15 @@ pub(super) fn policy_of(name: &str, snap: Snapshot) -> anyhow::Result<Policy> {
             .find(|n| n.name() == s.name)
             .expect("names checked above");
         let key_len = set.ip().family().key_len() as u32;
-        if s.flags != NFT_SET_INTERVAL || s.key_len != key_len || s.has_data {
+        let flags = if set.timed() {
+            NFT_SET_INTERVAL | NFT_SET_TIMEOUT
+        } else {
+            NFT_SET_INTERVAL
+        };
+        if s.flags != flags || s.key_len != key_len || s.has_data {
             bail!(
-                "{what}: set {} is not an interval set of {key_len}-byte addresses \
-                 (flags {:#x}, key length {})",
+                "{what}: set {} is not an interval set of {key_len}-byte addresses with \
+                 flags {flags:#x} (flags {:#x}, key length {})",
                 s.name,
                 s.flags,
                 s.key_len
@@ -69,9 +74,11 @@ pub(super) fn policy_of(name: &str, snap: Snapshot) -> anyhow::Result<Policy> {
         match set {
             SetName::Sources(_) => sources.extend(nets),
             SetName::Exceptions(_) => exceptions.extend(nets),
+            SetName::Passes(_) => {}
         }
     }
-    let policy = Policy::new(sources, exceptions, stamp.ports.clone(), stamp.until);
+    let policy =
+        Policy::new(sources, exceptions, stamp.ports.clone(), stamp.until).draining(stamp.drain);
     if policy.ports != stamp.ports {
         bail!(
             "{what}: the stamp's port map {:?} is not in canonical order",

@@ -31,7 +31,9 @@ mod render;
 
 use anyhow::anyhow;
 
-use crate::{Backend, BackendError, LocalAddresses, Policy, PortMap, Result};
+use ipnet::IpNet;
+
+use crate::{Admission, Backend, BackendError, LocalAddresses, Policy, PortMap, Result};
 use pfctl::Pfctl;
 use render::Names;
 
@@ -340,7 +342,12 @@ impl Backend for Pf {
         }
         let mut ports = Vec::new();
         let mut until = None;
-        for rule in &rules {
+        // The pass table's `match` rule carries no policy (see `render`).
+        let pass_rule = format!("from <{}> ", self.names.pass_table);
+        for rule in rules
+            .iter()
+            .filter(|r| !(r.starts_with("match in ") && r.contains(&pass_rule)))
+        {
             let (port, u) = self.parse_rule(rule)?;
             ports.push(port);
             until = until.or(u);
@@ -393,6 +400,82 @@ impl Backend for Pf {
 
     fn expires_by_itself(&self) -> bool {
         false
+    }
+
+    // pfctl -a maint -t maint_pass -T add 192.0.2.7
+    fn admit(&self, admission: &Admission) -> Result<()> {
+        if self.anchor_rules()?.is_empty() {
+            return Err(anyhow!(
+                "{} holds no rules: a pass only works while maintenance is on",
+                self.location()
+            )
+            .into());
+        }
+        let net = admission.net.to_string();
+        let t = &self.names.pass_table;
+        self.pfctl
+            .check(&["-a", self.anchor(), "-t", t, "-T", "add", &net], None)?;
+        Ok(())
+    }
+
+    // pfctl -a maint -t maint_pass -T delete 192.0.2.7
+    fn withdraw(&self, nets: &[IpNet]) -> Result<()> {
+        if nets.is_empty() || !self.anchor_tables()?.contains(&self.names.pass_table) {
+            return Ok(());
+        }
+        let mut args = vec![
+            "-a".to_owned(),
+            self.anchor().to_owned(),
+            "-t".to_owned(),
+            self.names.pass_table.clone(),
+            "-T".to_owned(),
+            "delete".to_owned(),
+        ];
+        args.extend(nets.iter().map(IpNet::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.pfctl.check(&args, None)?;
+        Ok(())
+    }
+
+    fn admissions_expire_by_itself(&self) -> bool {
+        false
+    }
+
+    fn kill_redirected_states_of(
+        &self,
+        net: IpNet,
+        redirected: &[PortMap],
+        spare: Option<std::net::SocketAddr>,
+    ) -> Result<usize> {
+        let out = self.pfctl.check(&["-s", "states"], None)?;
+        let mut killed = 0;
+        for state in pfctl::parse_states(&out.stdout) {
+            if state.proto != "tcp" || !state.inbound {
+                continue;
+            }
+            let (Some((_, stack_port)), Some((src, sport))) = (
+                pfctl::parse_host_port(&state.first),
+                pfctl::parse_host_port(&state.second),
+            ) else {
+                continue;
+            };
+            let Some(Some((_, public))) = state.first_wire.as_deref().map(pfctl::parse_host_port)
+            else {
+                continue;
+            };
+            let redirected_here = redirected
+                .iter()
+                .any(|m| m.public == public && m.server == stack_port);
+            if !redirected_here
+                || !net.contains(&src)
+                || spare == Some(std::net::SocketAddr::new(src, sport))
+            {
+                continue;
+            }
+            let out = self.pfctl.check(&["-k", "key", "-k", &state.key()], None)?;
+            killed += pfctl::parse_killed(&out.stderr).unwrap_or(0);
+        }
+        Ok(killed)
     }
 }
 

@@ -42,6 +42,10 @@ pub(crate) struct Names {
     pub label: String,
     /// Tag prefix carrying `until`; the tag is this followed by the Unix time.
     pub until_tag: String,
+    /// The table of sources a pass lets through (`maint pass`), and the tag its `match` rule
+    /// puts on their packets so the redirect rules pass them by.
+    pub pass_table: String,
+    pub pass_tag: String,
 }
 
 impl Names {
@@ -59,6 +63,8 @@ impl Names {
             .collect();
         let mut table_base = base.clone();
         table_base.truncate(TABLE_NAME_MAX - "_src".len());
+        let mut pass_base = base.clone();
+        pass_base.truncate(TABLE_NAME_MAX - "_pass".len());
         let mut label_base = base;
         label_base.truncate(LABEL_MAX - "-until-18446744073709551615".len());
         Names {
@@ -66,6 +72,8 @@ impl Names {
             table: format!("{table_base}_src"),
             label: format!("{label_base}-redirect"),
             until_tag: format!("{label_base}-until-"),
+            pass_table: format!("{pass_base}_pass"),
+            pass_tag: format!("{label_base}-pass"),
         }
     }
 }
@@ -137,6 +145,25 @@ pub(crate) fn anchor_text(policy: &Policy, names: &Names) -> String {
         }
         let _ = writeln!(out, "}}");
     }
+    // Sources a pass lets through: filled one by one by `admit` while maintenance is on
+    // (`pfctl -a NAME -t NAME_pass -T add 192.0.2.7`), emptied by maint when each ends (pf
+    // cannot expire table entries by time). A `match` rule tags their packets, which decides
+    // nothing about them; the redirect rules pass tagged packets by, so those go on to the
+    // operator's own rules exactly as an excepted source's do.
+    let _ = writeln!(out, "table <{}> persist", names.pass_table);
+    let ports: Vec<String> = policy.ports.iter().map(|p| p.public.to_string()).collect();
+    if !ports.is_empty() {
+        let list = if ports.len() == 1 {
+            ports[0].clone()
+        } else {
+            format!("{{ {} }}", ports.join(" "))
+        };
+        let _ = writeln!(
+            out,
+            "match in on ! lo0 proto tcp from <{}> to any port {list} tag \"{}\"",
+            names.pass_table, names.pass_tag
+        );
+    }
     let tag = policy
         .until
         .map(|u| format!(" tag \"{}{u}\"", names.until_tag))
@@ -149,8 +176,8 @@ pub(crate) fn anchor_text(policy: &Policy, names: &Names) -> String {
             if on {
                 let _ = writeln!(
                     out,
-                    "pass in quick on ! lo0 {af} proto tcp from <{}> to any port {} rdr-to {server} port {} label \"{}\"{tag}",
-                    names.table, port.public, port.server, names.label
+                    "pass in quick on ! lo0 {af} proto tcp from <{}> to any port {} ! tagged \"{}\" rdr-to {server} port {} label \"{}\"{tag}",
+                    names.table, port.public, names.pass_tag, port.server, names.label
                 );
             }
         }

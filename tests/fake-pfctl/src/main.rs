@@ -96,7 +96,7 @@ fn main() {
     } else if let Some(flush) = &opts.flush {
         pf.flush(flush, &anchor);
     } else if let (Some(table), Some(cmd)) = (&opts.table, &opts.tblcmd) {
-        pf.table(table, cmd, &anchor);
+        pf.table(table, cmd, &anchor, &opts.addresses);
     } else if !opts.kill.is_empty() {
         pf.kill(&opts.kill);
     } else if let (Some(file), Some(text)) = (opts.file.as_deref(), &stdin) {
@@ -169,6 +169,8 @@ struct Opts {
     table: Option<String>,
     tblcmd: Option<String>,
     kill: Vec<String>,
+    /// What follows the options: the addresses of `-T add` and `-T delete`.
+    addresses: Vec<String>,
 }
 
 impl Opts {
@@ -178,6 +180,12 @@ impl Opts {
         while i < args.len() {
             let a = &args[i];
             let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) else {
+                // getopt stops at the first operand; pfctl reads the rest as table
+                // addresses, and refuses them for anything but a table command.
+                if matches!(o.tblcmd.as_deref(), Some("add" | "delete")) {
+                    o.addresses = args[i..].to_vec();
+                    break;
+                }
                 return Err(format!("unknown command line argument: {a} ..."));
             };
             for (pos, c) in flags.char_indices() {
@@ -403,8 +411,39 @@ impl Pf {
         }
     }
 
-    fn table(&self, name: &str, cmd: &str, anchor: &str) {
+    fn table(&self, name: &str, cmd: &str, anchor: &str, addresses: &[String]) {
         match cmd {
+            // pfctl_table(): `-T add` / `-T delete` with the addresses as operands; it
+            // reports "N/M addresses added." on stderr. maint only changes tables its anchor
+            // defined, so a missing one is an error here (pfctl would create it).
+            "add" | "delete" => {
+                let mut tables = self.tables(anchor);
+                let Some(t) = tables.get_mut(name) else {
+                    die(255, "pfctl: Table does not exist.");
+                };
+                let mut changed = 0;
+                for a in addresses {
+                    let printed = match normalize_net(a) {
+                        Ok(p) => p,
+                        Err(m) => die(1, &format!("pfctl: {m}")),
+                    };
+                    let had = t.entries.iter().position(|e| *e == printed);
+                    match (cmd, had) {
+                        ("add", None) => {
+                            t.entries.push(printed);
+                            changed += 1;
+                        }
+                        ("delete", Some(i)) => {
+                            t.entries.remove(i);
+                            changed += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                self.write_tables(anchor, &tables);
+                let verb = if cmd == "add" { "added" } else { "deleted" };
+                eprintln!("{changed}/{} addresses {verb}.", addresses.len());
+            }
             "show" => {
                 let tables = self.tables(anchor);
                 let Some(t) = tables.get(name) else {
