@@ -121,6 +121,65 @@ impl fmt::Display for Entry<'_> {
     }
 }
 
+/// What happened to a pass link. Logged as audit entries too, with their own `MESSAGE_ID`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassEvent {
+    /// `maint pass new`.
+    Created,
+    /// A visitor opened the link and their prefix was let through.
+    Admitted,
+    /// `maint pass revoke`.
+    Revoked,
+}
+
+impl PassEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            PassEvent::Created => "pass-new",
+            PassEvent::Admitted => "pass-admit",
+            PassEvent::Revoked => "pass-revoke",
+        }
+    }
+
+    pub fn message_id(self) -> &'static str {
+        match self {
+            PassEvent::Created => "5b0e3f7c9a4d4e21b6f1c8d2a7e90b13",
+            PassEvent::Admitted => "c41f8a2e6d3b4f0a9e7c5b1d2f8a6e34",
+            PassEvent::Revoked => "7e2d9c4b1a8f4e6d8c3b5a7f9e1d2c45",
+        }
+    }
+}
+
+/// Logs a pass event: which pass (by id, never its token), who, and for an admission which
+/// prefix.
+pub fn pass_event(event: PassEvent, by: &Actor, id: &str, note: Option<&str>, net: Option<&str>) {
+    let what = match event {
+        PassEvent::Created => "pass link created",
+        PassEvent::Admitted => "pass link opened",
+        PassEvent::Revoked => "pass link revoked",
+    };
+    let origin = by
+        .origin
+        .as_deref()
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default();
+    let through = net
+        .map(|n| format!(", let {n} through"))
+        .unwrap_or_default();
+    tracing::info!(
+        target: TARGET,
+        message_id = event.message_id(),
+        maint_transition = event.name(),
+        maint_user = by.user.as_str(),
+        maint_origin = by.origin.as_deref().unwrap_or(""),
+        maint_pass = id,
+        maint_pass_note = note.unwrap_or(""),
+        maint_passed = net.unwrap_or(""),
+        "{what}: pass {id}{through} by {}{origin}",
+        by.user
+    );
+}
+
 /// maint acting on its own: `origin` says which part ("keeper", "serve").
 pub fn maint_itself(origin: &str) -> Actor {
     Actor {

@@ -115,6 +115,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Check the config, the firewall, the maintenance server and certificates; change nothing.
     Check,
+    /// Pass links: let testers through from wherever they are, without knowing their address.
+    Pass(PassArgs),
     /// Run the maintenance server in the foreground (for systemd, rc.d, or by hand).
     ///
     /// Started as root, it binds its ports and reads its files, then runs as the configured
@@ -281,6 +283,68 @@ pub struct OnArgs {
     /// Apply even if the maintenance server does not answer (visitors may see errors).
     #[arg(long)]
     pub force: bool,
+
+    /// Let connections already open on the app finish for up to DURATION (e.g. 30s): new
+    /// connections see the page at once; those still open at the end are cut. `on` waits
+    /// for the end (an interrupted `on` leaves it to the keeper). While draining, nftables
+    /// redirects only connection-opening SYNs, so hosts that tracked no connections before
+    /// keep theirs on the app too.
+    #[arg(long, value_name = "DURATION")]
+    pub drain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PassArgs {
+    #[command(subcommand)]
+    pub action: PassAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PassAction {
+    /// Make a pass link: a visitor who opens it on the maintenance page reaches the app.
+    ///
+    /// Prints the link once (maint keeps only its SHA-256). Opening it while maintenance is
+    /// on lets the visitor's own address through (IPv4: the address; IPv6: its /64, see
+    /// [pass] in the config) until the pass ends: at --for, or with the maintenance it was
+    /// made for (made while maintenance is off: the next one). Everyone behind the same
+    /// address (NAT) gets through too; behind a CDN or proxy passes cannot work.
+    #[command(after_help = PASS_NEW_EXAMPLES)]
+    New(PassNewArgs),
+    /// List passes and the addresses they let through (never their links).
+    List,
+    /// End passes now: the addresses they let through see the page again at once.
+    Revoke(PassRevokeArgs),
+}
+
+const PASS_NEW_EXAMPLES: &str = "\
+Examples:
+  maint pass new --for 2h --note 'QA team'   a link that works for two hours
+  maint --json pass new                      {id, url, until, note} for scripts";
+
+#[derive(Debug, Args)]
+pub struct PassNewArgs {
+    /// End the pass after this long (e.g. 30m, 2h); without it, it ends with maintenance.
+    #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
+    pub for_: Option<String>,
+
+    /// Who or what it is for, shown by `pass list` and `status` and in the audit trail.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PassRevokeArgs {
+    /// Ids of the passes to end, as `maint pass list` shows them.
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub ids: Vec<String>,
+
+    /// End every pass.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

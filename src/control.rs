@@ -40,7 +40,7 @@ pub enum Request {
 /// The schemes requests are counted by.
 pub const SCHEMES: [&str; 2] = ["http", "https"];
 /// How a request was answered: the page as HTML, JSON or text, an asset, or a held wait.
-pub const ANSWER_FORMATS: [&str; 5] = ["html", "json", "text", "asset", "wait"];
+pub const ANSWER_FORMATS: [&str; 6] = ["html", "json", "text", "asset", "wait", "pass"];
 
 /// Requests answered with one scheme and format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! config, hand the command to the controller or the server, and turn the result into output
 //! and an exit code.
 
+mod admission;
 mod audit;
 mod certs;
 mod cli;
@@ -13,6 +14,7 @@ mod controller;
 mod finding;
 mod metrics;
 mod output;
+mod pass;
 mod request;
 mod server;
 mod sources;
@@ -108,7 +110,23 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
         Command::On(args) => {
             let request =
                 OnRequest::new(args, &config, std::time::SystemTime::now()).map_err(Fail::Input)?;
-            let outcome = Controller::new(config, cli.config.clone()).on(request)?;
+            let dry_run = request.dry_run;
+            let controller = Controller::new(config, cli.config.clone());
+            let mut outcome = controller.on(request)?;
+            let drain_end = outcome.drain_end;
+            if let (Some(until), false) = (drain_end, dry_run) {
+                if !style.quiet && !style.json {
+                    output::outcome(style, "on", &outcome);
+                    outcome.warnings.clear();
+                }
+                controller.finish_drain(&mut outcome, until)?;
+                if style.quiet || style.json {
+                    output::outcome(style, "on", &outcome);
+                } else if let Some(cut) = outcome.drain_cut {
+                    println!("drain over: {cut} connection(s) still open on the app were cut");
+                }
+                return Ok(exit::OK);
+            }
             output::outcome(style, "on", &outcome);
             Ok(exit::OK)
         }
@@ -148,6 +166,24 @@ fn run(cli: &Cli) -> Result<u8, Fail> {
             } else {
                 exit::OK
             })
+        }
+        Command::Pass(args) => {
+            let controller = Controller::new(config, cli.config.clone());
+            match &args.action {
+                cli::PassAction::New(a) => {
+                    let until =
+                        sources::window_end(a.for_.as_deref(), None, std::time::SystemTime::now())
+                            .map_err(|e| Fail::Input(e.into()))?;
+                    let made = controller.pass_new(until, a.note.clone())?;
+                    output::pass_made(style, &made);
+                }
+                cli::PassAction::List => output::pass_list(style, &controller.pass_list()),
+                cli::PassAction::Revoke(a) => {
+                    let revoked = controller.pass_revoke(&a.ids, a.all)?;
+                    output::pass_revoked(style, &revoked);
+                }
+            }
+            Ok(exit::OK)
         }
         Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
     }

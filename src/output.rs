@@ -76,7 +76,16 @@ pub fn outcome(style: Style, verb: &str, o: &Outcome) {
                 line.push_str(&format!("; until {u}"));
             }
             println!("{line}");
-            if o.states_killed > 0 {
+            if let Some(u) = &o.drain_until {
+                match o.drain_cut {
+                    Some(cut) => println!(
+                        "drained until {u}: new connections saw the page at once; {} still \
+                         open on the app then were cut",
+                        count(cut, "connection", "connections")
+                    ),
+                    None => println!("draining until {u}: connections open on the app may finish"),
+                }
+            } else if o.states_killed > 0 {
                 println!(
                     "moved {} to the maintenance page",
                     count(o.states_killed, "open connection", "open connections")
@@ -178,10 +187,116 @@ pub fn status_text(r: &StatusReport) -> String {
         }
         None => say!("server:      not running"),
     }
+    if let Some(u) = &r.drain_until {
+        say!("draining:    until {u} (connections open before `on` may finish on the app)");
+    }
+    for p in &r.passes {
+        say!("pass:        {}", pass_line(p));
+        for a in &p.admitted {
+            say!(
+                "             lets {} through until {}",
+                a.net,
+                a.until.as_deref().unwrap_or("maintenance ends")
+            );
+        }
+    }
     for d in &r.drift {
         say!("drift:       {d}");
     }
     out
+}
+
+/// "3f2a91c0 until 2026-…, 'QA team', made by alice (ssh)".
+fn pass_line(p: &crate::controller::pass::PassView) -> String {
+    let mut line = p.id.clone();
+    match &p.until {
+        Some(u) => line.push_str(&format!(" until {u}")),
+        None => line.push_str(" until maintenance ends"),
+    }
+    if p.waiting {
+        line.push_str(" (for the next maintenance)");
+    }
+    if let Some(n) = &p.note {
+        line.push_str(&format!(", {n:?}"));
+    }
+    line.push_str(&format!(", made by {}", actor(&p.by)));
+    line
+}
+
+pub fn pass_made(style: Style, made: &crate::controller::pass::MadePass) {
+    if !style.quiet {
+        warn_all(&made.warnings);
+    }
+    if style.json {
+        return print_json(made);
+    }
+    println!("{}", made.url);
+    if style.quiet {
+        return;
+    }
+    eprintln!(
+        "pass {}: whoever opens this link on the maintenance page reaches the app until {}",
+        made.id,
+        made.until.as_deref().unwrap_or("maintenance ends")
+    );
+    if !made.maintenance_on {
+        eprintln!("maintenance is off: the link works once `maint on` starts the next one");
+    }
+    eprintln!("the link is shown only now; maint keeps only its SHA-256");
+}
+
+pub fn pass_list(style: Style, passes: &[crate::controller::pass::PassView]) {
+    if style.json {
+        return print_json(&passes);
+    }
+    if passes.is_empty() {
+        if !style.quiet {
+            println!("no passes");
+        }
+        return;
+    }
+    for p in passes {
+        println!("{}", pass_line(p));
+        for a in &p.admitted {
+            println!(
+                "  lets {} through until {} (since {})",
+                a.net,
+                a.until.as_deref().unwrap_or("maintenance ends"),
+                a.at
+            );
+        }
+    }
+}
+
+pub fn pass_revoked(style: Style, r: &crate::controller::pass::Revoked) {
+    if !style.quiet {
+        warn_all(&r.warnings);
+    }
+    if style.json {
+        return print_json(r);
+    }
+    if style.quiet {
+        return;
+    }
+    if r.ids.is_empty() {
+        println!("no passes to revoke (no change)");
+        return;
+    }
+    println!(
+        "revoked pass{} {}",
+        if r.ids.len() == 1 { "" } else { "es" },
+        r.ids.join(", ")
+    );
+    if !r.withdrawn.is_empty() {
+        let nets: Vec<String> = r.withdrawn.iter().map(|n| n.to_string()).collect();
+        println!("{} see the maintenance page again", nets.join(", "));
+    }
+    if r.states_killed > 0 {
+        println!(
+            "moved {} to the maintenance page",
+            count(r.states_killed, "open connection", "open connections")
+        );
+    }
 }
 
 /// "alice (ssh)".

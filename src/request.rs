@@ -29,6 +29,8 @@ pub struct OnRequest {
     pub reason: Option<String>,
     pub dry_run: bool,
     pub force: bool,
+    /// `--drain`: how long connections already open on the app may go on.
+    pub drain: Option<std::time::Duration>,
     /// What resolving noticed (`0.0.0.0/0` covers IPv4 only, ...).
     pub warnings: Vec<String>,
 }
@@ -54,6 +56,18 @@ impl OnRequest {
                 ));
             }
         }
+        let drain = args.drain.as_deref().map(parse_drain).transpose()?;
+        if let (Some(d), Some(end)) = (drain, until) {
+            let now_secs = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |n| n.as_secs());
+            if now_secs + d.as_secs() >= end {
+                return Err(anyhow!(
+                    "--drain {} would outlast the window: give a drain shorter than --for/--until",
+                    args.drain.as_deref().unwrap_or("")
+                ));
+            }
+        }
         let mut warnings = src.warnings;
         warnings.extend(exc.warnings);
         Ok(OnRequest {
@@ -65,9 +79,25 @@ impl OnRequest {
             reason: args.reason.clone(),
             dry_run: args.dry_run,
             force: args.force,
+            drain,
             warnings,
         })
     }
+}
+
+/// The longest drain: a drain holds `on` (and an Ansible task) until it ends.
+const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `--drain 30s`: from one second to an hour.
+fn parse_drain(text: &str) -> anyhow::Result<std::time::Duration> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| anyhow!("--drain {text:?}: {e}; write a duration like 30s or 2m"))?;
+    if d < std::time::Duration::from_secs(1) || d > DRAIN_MAX {
+        return Err(anyhow!(
+            "--drain {text:?}: give from 1s to 1h (connections open longer are cut at its end)"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(d.as_secs()))
 }
 
 /// `maint off`.

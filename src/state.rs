@@ -130,6 +130,10 @@ pub struct Record {
     pub expiry_logged: bool,
     /// The pid of a maintenance server `on` started, which `off` stops again.
     pub spawned_server: Option<u32>,
+    /// `on --drain`: until when (Unix seconds) connections open before it may finish on the
+    /// app; then the policy is applied whole and their states killed.
+    #[serde(default)]
+    pub drain_until: Option<u64>,
 }
 
 impl Record {
@@ -158,6 +162,7 @@ impl Record {
             on_by: None,
             expiry_logged: false,
             spawned_server: None,
+            drain_until: None,
         }
     }
 

@@ -85,6 +85,7 @@ pub struct Config {
     pub firewall: Firewall,
     pub paths: Paths,
     pub metrics: Metrics,
+    pub pass: Pass,
     /// Named groups of sources, usable wherever a source is: `office = ["203.0.113.0/24"]`,
     /// or `partners = { file = "/etc/maint/partners.txt" }` (one prefix per line).
     pub aliases: BTreeMap<String, crate::sources::Alias>,
@@ -204,6 +205,37 @@ pub struct Metrics {
     /// of the redirected or redirect target ports; it is not behind the redirect, so bind it
     /// to an address only the monitoring reaches.
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Pass links (`maint pass new`): who a link lets through, and how often.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pass {
+    /// The site's address as visitors type it, e.g. "https://www.example.org": with it,
+    /// `maint pass new` prints the whole link, not only its path.
+    pub site: Option<String>,
+    /// How much of a visitor's address a pass lets through: 32 (the address) for IPv4, its
+    /// /64 for IPv6, where a client's addresses change within its network (RFC 8981).
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// At most this many admissions a minute, whatever the server asks.
+    pub admissions_per_minute: u32,
+    /// Address ranges of proxies or a CDN in front of this host. Visitors behind them all
+    /// arrive from these addresses, so a pass cannot tell them apart: `maint check` warns
+    /// when the clients it sees come from here.
+    pub proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for Pass {
+    fn default() -> Self {
+        Pass {
+            site: None,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            admissions_per_minute: 30,
+            proxies: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -31,8 +31,46 @@ impl Config {
         Ok(())
     }
 
+    fn validate_pass(&self) -> Result<()> {
+        let p = &self.pass;
+        if !(8..=32).contains(&p.ipv4_prefix) {
+            bail!(
+                "pass.ipv4_prefix is {}: give a prefix length from 8 to 32 (32 lets one address through)",
+                p.ipv4_prefix
+            );
+        }
+        if !(16..=128).contains(&p.ipv6_prefix) {
+            bail!(
+                "pass.ipv6_prefix is {}: give a prefix length from 16 to 128 (64, one network, is usual)",
+                p.ipv6_prefix
+            );
+        }
+        if !(1..=10_000).contains(&p.admissions_per_minute) {
+            bail!(
+                "pass.admissions_per_minute is {}: give a number from 1 to 10000",
+                p.admissions_per_minute
+            );
+        }
+        if let Some(site) = &p.site {
+            let rest = site
+                .strip_prefix("https://")
+                .or_else(|| site.strip_prefix("http://"));
+            let ok = rest.is_some_and(|r| {
+                let host = r.strip_suffix('/').unwrap_or(r);
+                !host.is_empty() && !host.contains(['/', '?', '#', ' ', '"', '<', '>', '@'])
+            });
+            if !ok {
+                bail!(
+                    "pass.site is {site:?}: give the site's address without a path, e.g. \"https://www.example.org\""
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         self.validate_sites()?;
+        self.validate_pass()?;
         let s = &self.server;
         if s.listen.is_empty() {
             bail!("server.listen is empty: give at least one address, e.g. [\"0.0.0.0\", \"::\"]");

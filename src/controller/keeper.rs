@@ -182,6 +182,7 @@ fn note_expiry(config: &Config, origin: &str) {
         return;
     }
     count_transition(config, Transition::Expiry, origin, &record, 0);
+    super::pass::end_with_maintenance(config);
 }
 
 /// What [`hold_recorded`] found and did.
@@ -227,11 +228,12 @@ fn hold_recorded(config: &Config, deep: bool) -> anyhow::Result<Held> {
         None => store.policy(&record)?,
     };
     backend.apply(&policy)?;
+    let passed = super::admit::put_back(config, backend.as_ref());
     // Clients that reached the app while the redirect was missing move to the page now.
     let mut redirected = policy.ports.clone();
     redirected.extend(in_force.into_iter().flat_map(|f| f.ports));
     let states_killed = backend
-        .kill_disagreeing_states(&policy, &redirected)
+        .kill_disagreeing_states(&policy.with_passes(&passed), &redirected)
         .unwrap_or_else(|e| {
             tracing::warn!(
                 "the redirect is back, but open connections to the app were not cut: {e}"
@@ -341,6 +343,13 @@ impl Keeper {
             return Ok(());
         }
         let (backend, _) = firewall::configured(&self.config).map_err(|e| e.into_error())?;
+        // The server asks for pass admissions here, from its first visitor on; without root
+        // there is nothing to add.
+        if nix::unistd::Uid::effective().is_root() {
+            if let Err(e) = super::admit::Helper::new(self.config.clone()).and_then(|h| h.spawn()) {
+                tracing::error!("pass links will not work: {e:#}");
+            }
+        }
         let mut watch = backend.watch()?;
         self.report();
         let ears: Option<Ears> = watch.ears().map(|e| Arc::new(Mutex::new(e)));
@@ -351,6 +360,12 @@ impl Keeper {
         loop {
             let seen = watch.wait(LOOK_EVERY)?;
             self.expiry_check();
+            super::admit::expire(&self.config);
+            if super::drain::due(&self.config) {
+                if let Err(e) = super::drain::finish(&self.config) {
+                    tracing::error!("could not end the drain: {e:#}");
+                }
+            }
             // An `on` asked for quiet while it loads a policy: listen again once it is done
             // (it holds the lock until then), and look at what it left.
             let was_quiet = quiet.swap(false, Ordering::SeqCst);

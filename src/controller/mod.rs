@@ -10,10 +10,15 @@
 //! [`target`] keeps the redirect target out of other users' reach, [`report`] holds what the
 //! commands report, [`fail`] how they fail.
 
+pub mod admit;
+mod check;
+pub mod drain;
 mod fail;
 mod firewall;
 pub mod keeper;
+pub mod pass;
 mod probe;
+mod proxies;
 mod report;
 mod status;
 mod supervisor;
@@ -30,8 +35,7 @@ pub use report::{Maintenance, Outcome, ServerReport, StatusReport};
 
 use crate::audit::{self, Transition};
 use crate::config::Config;
-use crate::control::{self, ControlError, Request, Window};
-use crate::finding::Finding;
+use crate::control::{self, Request, Window};
 use crate::request::{OffRequest, OnRequest};
 use crate::state::{self, Actor, Count, Record, Store};
 use crate::time::{now_secs, rfc3339};
@@ -82,6 +86,8 @@ impl Controller {
         warnings.extend(ssh_warning(&policy));
 
         let (backend, fw) = firewall::configured(&self.config)?;
+        // A drain changes the rules only where the firewall needs it to (see `drain`).
+        let policy = policy.draining(req.drain.is_some() && backend.drains_in_rules());
         let mut outcome = Outcome {
             active: true,
             dry_run: req.dry_run,
@@ -162,12 +168,19 @@ impl Controller {
             keeper::ask_quiet(&self.config);
             backend.apply(&policy)?;
             outcome.changed = true;
+            // The new table's pass sets are empty: visitors let through stay so.
+            let passed = admit::put_back(&self.config, backend.as_ref());
             // 5. Every open connection follows the new policy at once: matched clients move
             // to the page, newly excepted ones back to the app. The redirect is in place, so
-            // a failure here is worth a warning, not a rollback.
+            // a failure here is worth a warning, not a rollback. A drain leaves them until
+            // its end (`drain::finish`).
             let mut redirected = policy.ports.clone();
             redirected.extend(current.iter().flat_map(|c| c.ports.iter().cloned()));
-            match backend.kill_disagreeing_states(&policy, &redirected) {
+            let killed = match req.drain {
+                Some(_) => Ok(0),
+                None => backend.kill_disagreeing_states(&policy.with_passes(&passed), &redirected),
+            };
+            match killed {
                 Ok(n) => outcome.states_killed = n,
                 Err(e) => outcome.warnings.push(format!(
                     "maintenance is on, but open connections that disagree with it were not cut ({e}); they follow it when they reconnect"
@@ -240,6 +253,7 @@ impl Controller {
             by: actor,
             expiry_logged: false,
             spawned_server,
+            drain_until: req.drain.map(|d| now + d.as_secs()),
         };
         // What the audit trail calls this: on from off, a change of what maintenance is, or
         // nothing (the same again, or only a dead server replaced).
@@ -264,6 +278,11 @@ impl Controller {
             record.by = p.by.clone();
         }
         store.save(&record, &policy)?;
+        outcome.drain_until = record.drain_until.map(rfc3339);
+        outcome.drain_end = record.drain_until;
+        if transition == Some(Transition::On) {
+            pass::bind_to_maintenance(&self.config, record.since);
+        }
         if let Some(transition) = transition {
             audit::Entry {
                 transition,
@@ -373,6 +392,9 @@ impl Controller {
         }
         let had_record = store.remove()?;
         outcome.changed = removed || had_record;
+        if had_record {
+            pass::end_with_maintenance(&self.config);
+        }
         // A scheduled `off` ends a window (pf), unless the keeper logged that end already.
         let transition = match (&record, req.scheduled) {
             (Some(r), Some(_)) if r.expiry_logged => None,
@@ -396,53 +418,6 @@ impl Controller {
             });
         }
         Ok(outcome)
-    }
-
-    pub fn check(&self) -> Result<Vec<Finding>> {
-        let mut out = vec![Finding::ok(format!(
-            "config {} is valid",
-            self.config_path.display()
-        ))];
-        let (backend, _) = firewall::configured(&self.config)?;
-        match backend.preflight() {
-            Ok(w) => {
-                out.push(Finding::ok(format!("{} is usable", backend.name())));
-                out.extend(w.into_iter().map(Finding::warn));
-            }
-            Err(e) => out.push(Finding::fail(format!("{}: {e}", backend.name()))),
-        }
-        let mut warnings = Vec::new();
-        let ports = firewall::ports(&self.config, &mut warnings);
-        out.push(Finding::ok(format!("redirects: {}", PortMap::list(&ports))));
-        out.extend(warnings.into_iter().map(Finding::warn));
-        out.push(match target::check_privileged(&ports) {
-            Ok(()) => Finding::ok("the server's ports can be bound by root only".into()),
-            Err(e) => Finding::fail(format!("{:#}", e.error())),
-        });
-        out.push(match self.config.server.run_as() {
-            Ok(u) => match u.fallback {
-                None => Finding::ok(format!("the server runs as {:?}", u.user.name)),
-                Some(why) => Finding::warn(why),
-            },
-            Err(e) => Finding::fail(format!("{e:#}")),
-        });
-        out.extend(crate::certs::check(&self.config.tls));
-        match control::ask(&self.config.paths.control_socket(), &Request::Status) {
-            Ok(s) => match probe::http(&self.config, &s)
-                .and_then(|()| target::check_owner(&PortMap::servers(&ports), s.pid))
-            {
-                Ok(()) => out.push(Finding::ok(format!(
-                    "maintenance server (pid {}) answers on port {}",
-                    s.pid, s.http_port
-                ))),
-                Err(e) => out.push(Finding::fail(format!("{e:#}"))),
-            },
-            Err(ControlError::NotRunning(_)) => out.push(Finding::warn(
-                "no maintenance server is running; `maint on` will start one".into(),
-            )),
-            Err(e) => out.push(Finding::fail(format!("{e}"))),
-        }
-        Ok(out)
     }
 }
 

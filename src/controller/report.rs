@@ -48,6 +48,15 @@ pub struct Outcome {
     pub until: Option<String>,
     pub reason: Option<String>,
     pub states_killed: usize,
+    /// `on --drain`: until when open connections may finish on the app (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_until: Option<String>,
+    /// How many connections were still open on the app when the drain ended, and were cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_cut: Option<usize>,
+    /// The drain's end in Unix seconds, for the command that waits for it.
+    #[serde(skip)]
+    pub drain_end: Option<u64>,
     pub server_started: Option<u32>,
     pub server_stopped: Option<u32>,
     pub warnings: Vec<String>,
@@ -90,6 +99,10 @@ pub struct StatusReport {
     pub until: Option<String>,
     pub reason: Option<String>,
     pub server: Option<ServerReport>,
+    /// `on --drain` under way: until when open connections may finish on the app.
+    pub drain_until: Option<String>,
+    /// Pass links and the addresses they let through.
+    pub passes: Vec<super::pass::PassView>,
     pub drift: Vec<String>,
 }
 

@@ -173,6 +173,8 @@ impl Controller {
                 .map(rfc3339),
             reason: record.as_ref().and_then(|r| r.reason.clone()),
             server,
+            drain_until: recorded_on.and_then(|r| r.drain_until).map(rfc3339),
+            passes: super::pass::views(&self.config),
             drift,
         };
         Ok((report, record))

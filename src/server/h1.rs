@@ -50,6 +50,7 @@ use super::hold::{Held, Verdict, WAIT_PATH};
 use super::page::{wait_answer, Served};
 use super::shared::{ConnectionGuard, Scheme, Shared};
 use super::wire::{error, queue_answer};
+use crate::admission::Reply;
 
 /// Largest read at once; a request head larger than `max_header_bytes` is refused anyway.
 const READ_CHUNK: usize = 16 * 1024;
@@ -75,6 +76,8 @@ enum State {
     Serving,
     /// A request to the wait path is held until maintenance ends or `wait_timeout`.
     Holding,
+    /// A pass link waits for the keeper's answer; then its answer, and a close.
+    Passing,
     /// Answered with `Connection: close`: flush, shut the write side, drain briefly.
     Closing { drained: usize, shut: bool },
 }
@@ -93,6 +96,9 @@ pin_project_lite::pin_project! {
         writing: Option<mpsc::Sender<()>>,
         // While a wait request is held, and while its "off" answer is written.
         held: Option<Box<Held>>,
+        // While a pass link waits for the keeper: the answer it will get. Boxed twice so an
+        // idle connection pays one pointer for it.
+        passing: Option<Box<PassAnswer>>,
         // When it was accepted and whether it answered a request since.
         history: History,
         state: State,
@@ -117,6 +123,7 @@ impl Conn {
             unsent: VecDeque::new(),
             writing: None,
             held: None,
+            passing: None,
             history,
             state: State::Serving,
             deadline: tokio::time::sleep(idle),
@@ -233,6 +240,27 @@ impl Future for Conn {
                 }
                 continue;
             }
+            // 3b. A pass link: its answer once the keeper has spoken, then a close, so the
+            //     browser's next request opens a connection the redirect lets through.
+            if *this.state == State::Passing {
+                let answer = match this.passing.as_mut() {
+                    Some(fut) => match fut.as_mut().as_mut().poll(cx) {
+                        Poll::Ready(answer) => answer,
+                        Poll::Pending => return Poll::Pending,
+                    },
+                    None => return Poll::Ready(()),
+                };
+                *this.passing = None;
+                shared.count_request(Scheme::Http, answer.served);
+                queue_answer(this.unsent, &answer, true, false);
+                *this.writing = shared.writing();
+                *this.state = State::Closing {
+                    drained: 0,
+                    shut: false,
+                };
+                *this.pending = Vec::new();
+                continue;
+            }
             // 4. Requests held back while answers drained are answered before reading more.
             let held = if this.pending.is_empty() {
                 None
@@ -243,7 +271,7 @@ impl Future for Conn {
                 (batch.answered || batch.hold || batch.close).then_some((batch, head_started))
             };
             // 5. Otherwise wait for (more of) a request.
-            let (batch, head_started) = match held {
+            let (mut batch, head_started) = match held {
                 Some(answered) => answered,
                 None => {
                     match this.stream.poll_read_ready(cx) {
@@ -278,6 +306,27 @@ impl Future for Conn {
                     }
                 }
             };
+            if let Some(link) = batch.pass.take() {
+                if batch.answered {
+                    *this.writing = shared.writing();
+                }
+                let peer = this.stream.peer_addr();
+                let config = shared.settings();
+                let PassLink {
+                    token,
+                    method,
+                    fallback,
+                } = *link;
+                *this.passing = Some(Box::new(Box::pin(async move {
+                    let Ok(peer) = peer else { return fallback };
+                    match super::pass::ask(&config, peer, &token).await {
+                        Reply::Admitted { .. } => super::page::passed(&method),
+                        Reply::Refused { .. } => fallback,
+                    }
+                })));
+                *this.state = State::Passing;
+                continue;
+            }
             if batch.hold {
                 if batch.answered {
                     // Pipelined answers before the held request still go out first.
@@ -380,7 +429,19 @@ struct Batch {
     full: bool,
     /// Stopped at a request to the wait path, to be held (its bytes are consumed).
     hold: bool,
+    /// Stopped at a pass link, to be asked about (its bytes are consumed).
+    pass: Option<Box<PassLink>>,
 }
+
+/// A pass link's request: the token, and the page it gets if the keeper says no.
+struct PassLink {
+    token: String,
+    method: Method,
+    fallback: super::page::Answer,
+}
+
+/// What a pass link's request will be answered.
+type PassAnswer = Pin<Box<dyn Future<Output = super::page::Answer> + Send>>;
 
 /// Answers the complete request heads at the start of `data` (pipelining), queueing the
 /// answers, until the data ends, a head is incomplete, the queue holds [`QUEUE_CAP`], or a
@@ -401,6 +462,7 @@ fn answer_all(
         close: false,
         full: false,
         hold: false,
+        pass: None,
     };
     let refuse = |batch: &mut Batch, out: &mut VecDeque<Bytes>, status| {
         out.push_back(error(status));
@@ -460,6 +522,23 @@ fn answer_all(
                     .pages()
                     .pick(head.host)
                     .answer(&method, head.path, head.accept);
+                // A pass link (GET or HEAD, no body, a token of the right shape) waits for
+                // the keeper; anything else at that path is the page.
+                let link = super::pass::link_token(head.path)
+                    .filter(|t| crate::pass::Token::parse(t).is_some())
+                    .filter(|_| {
+                        (method == Method::GET || method == Method::HEAD) && !head.has_body
+                    });
+                if let Some(token) = link {
+                    batch.pass = Some(Box::new(PassLink {
+                        token: token.to_owned(),
+                        method,
+                        fallback: answer,
+                    }));
+                    batch.used = data.len();
+                    batch.close = true;
+                    break;
+                }
                 shared.count_request(Scheme::Http, answer.served);
                 queued += queue_answer(out, &answer, close, head.http10 && !close);
                 if close {

@@ -24,6 +24,7 @@ use super::hold::{Verdict, WAIT_PATH};
 use super::page::{wait_answer, Served};
 use super::shared::{ConnectionGuard, Scheme, Shared};
 use super::tls::Identity;
+use crate::admission::Reply;
 
 /// What every HTTPS connection of one listener is served with.
 pub struct Service {
@@ -89,11 +90,21 @@ impl Service {
                     }
                 };
             let holding = Arc::new(AtomicUsize::new(0));
+            // Told when a pass link let this visitor through: the connection then ends after
+            // its answer, so the browser's next request opens one the redirect lets through.
+            let passed = Arc::new(tokio::sync::Notify::new());
             let svc = {
-                let (shared, holding) = (shared.clone(), holding.clone());
+                let (shared, holding, passed) = (shared.clone(), holding.clone(), passed.clone());
                 service_fn(move |req| {
-                    let (shared, holding) = (shared.clone(), holding.clone());
-                    async move { Ok::<_, std::convert::Infallible>(respond(shared, holding, req).await) }
+                    let (shared, holding, passed) =
+                        (shared.clone(), holding.clone(), passed.clone());
+                    async move {
+                        let resp = respond(shared, holding, peer, req).await;
+                        if resp.status() == hyper::StatusCode::SEE_OTHER {
+                            passed.notify_one();
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
                 })
             };
             let io = IdleTimeout::new(TokioIo::new(tls), limits.idle_timeout, holding);
@@ -119,6 +130,10 @@ impl Service {
                         conn.as_mut().graceful_shutdown();
                         finishing = true;
                     }
+                    () = passed.notified(), if !finishing => {
+                        conn.as_mut().graceful_shutdown();
+                        finishing = true;
+                    }
                 }
             }
         });
@@ -129,8 +144,27 @@ impl Service {
 async fn respond<B>(
     shared: Arc<Shared>,
     holding: Arc<AtomicUsize>,
+    peer: SocketAddr,
     req: Request<B>,
 ) -> Response<Full<Bytes>> {
+    let method = req.method();
+    if let Some(token) = super::pass::link_token(req.uri().path())
+        .filter(|_| method == hyper::Method::GET || method == hyper::Method::HEAD)
+    {
+        let config = shared.settings();
+        if let Reply::Admitted { .. } = super::pass::ask(&config, peer, token).await {
+            let answer = super::page::passed(method);
+            shared.count_request(Scheme::Https, answer.served);
+            let mut resp = answer.into_response();
+            // The connection ends after this answer (see `spawn`): HTTP/1.1 says so here,
+            // HTTP/2 with a GOAWAY.
+            if req.version() < hyper::Version::HTTP_2 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
+        }
+    }
     if req.uri().path() != WAIT_PATH {
         // HTTP/2 names the site in `:authority` (the URI), HTTP/1.1 in `Host`.
         let host = req.uri().host().or_else(|| {

@@ -13,6 +13,7 @@ mod hold;
 mod https;
 mod negotiate;
 mod page;
+mod pass;
 mod privsep;
 mod scrape;
 mod shared;

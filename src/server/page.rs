@@ -292,7 +292,11 @@ impl Rendered {
     /// The same answer from a request's parts, for the HTTP/1.1 path that parses requests
     /// itself (see `h1`).
     pub fn answer(&self, method: &Method, path: &str, accept: Option<&str>) -> Answer {
-        if let Some(name) = path.strip_prefix(ASSET_PREFIX) {
+        // A pass link that let nobody through (unknown, revoked, ended) gets the page.
+        if let Some(name) = path
+            .strip_prefix(ASSET_PREFIX)
+            .filter(|_| !path.starts_with(crate::pass::LINK_PREFIX))
+        {
             return self.asset(method, name);
         }
         let (body, content_type, served) = match negotiate(accept.unwrap_or("*/*")) {
@@ -382,6 +386,8 @@ pub enum Served {
     Text,
     Asset,
     Wait,
+    /// A pass link that let the visitor through (303 to `/`).
+    Pass,
 }
 
 /// A response before it is handed to hyper or written out by the HTTP/1.1 path.
@@ -400,6 +406,27 @@ impl Answer {
         *resp.headers_mut() = self.headers;
         resp
     }
+}
+
+/// The answer to a pass link that let the visitor through: `303 See Other` to `/`, which
+/// now reaches the app. The caller closes the connection after it, so the browser's next
+/// request opens a new one, which the redirect no longer catches.
+pub fn passed(method: &Method) -> Answer {
+    let body = Bytes::from_static(
+        b"<!doctype html><meta charset=utf-8><title>Let through</title>\n\
+          <p>You are let through to the site. <a href=\"/\">Continue</a></p>\n",
+    );
+    let mut answer = finish(
+        method,
+        StatusCode::SEE_OTHER,
+        body,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    answer
+        .headers
+        .insert(header::LOCATION, HeaderValue::from_static("/"));
+    answer.served = Served::Pass;
+    answer
 }
 
 /// Common headers; HEAD gets them with an empty body but the length GET would have.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The "app" in end-to-end and fleet tests: a real HTTP/1.1 server with keep-alive on a port
 (80 by default; IPv4 and IPv6), answering every GET and HEAD with 200 and a body that names
-it, so a test can tell the app's answer from the maintenance page.
+it (and a POST, read whole however slowly it comes, with "UPLOAD OK <bytes>"), so a test can tell the app's answer from the maintenance page.
 
     app.py [PORT [VERSION_FILE]]
 
@@ -31,6 +31,23 @@ class App(http.server.BaseHTTPRequestHandler):
             self.wfile.write(BODY)
 
     do_HEAD = do_GET
+
+    def do_POST(self):
+        # An upload: read the whole body, however slowly it comes, then say how much came.
+        left = int(self.headers.get("Content-Length", "0"))
+        got = 0
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                return
+            got += len(chunk)
+            left -= len(chunk)
+        body = ("UPLOAD OK %d\n" % got).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
