@@ -206,10 +206,20 @@ fn man(args: &cli::ManArgs) -> anyhow::Result<()> {
     let cmd = cli::command();
     if let Some(dir) = &args.dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let pages = cmd
-            .get_subcommands()
-            .filter(|s| s.get_name() != "help" && !s.is_hide_set())
-            .cloned()
+        // A page per command, and per subcommand of those that have them (`maint pass new`).
+        let visible = |c: &clap::Command| {
+            c.get_subcommands()
+                .filter(|s| s.get_name() != "help" && !s.is_hide_set())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let pages = visible(&cmd)
+            .into_iter()
+            .flat_map(|c| {
+                let mut all = visible(&c);
+                all.insert(0, c);
+                all
+            })
             .chain([cmd.clone()]);
         for page in pages {
             clap_mangen::Man::new(page)

@@ -53,6 +53,10 @@ fn man_writes_a_page_per_command_with_every_option() {
             "maint-man.1",
             "maint-off.1",
             "maint-on.1",
+            "maint-pass-list.1",
+            "maint-pass-new.1",
+            "maint-pass-revoke.1",
+            "maint-pass.1",
             "maint-serve.1",
             "maint-status.1",
             "maint.1"
@@ -66,6 +70,14 @@ fn man_writes_a_page_per_command_with_every_option() {
         on.contains("maint on \\-\\-except office"),
         "examples: {on}"
     );
+    let pass_new = std::fs::read_to_string(dir.path().join("maint-pass-new.1")).unwrap();
+    for option in ["for", "note"] {
+        assert!(
+            pass_new.contains(&format!("\\-\\-{option}")),
+            "{option}: {pass_new}"
+        );
+    }
+    assert!(on.contains("\\-\\-drain"), "{on}");
     // The top page names the command pages that now exist.
     let top = std::fs::read_to_string(dir.path().join("maint.1")).unwrap();
     assert!(top.contains("maint\\-on(1)"), "{top}");

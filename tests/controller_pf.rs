@@ -127,7 +127,8 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
     let calls = pf.calls();
     // The rules go first (new connections reach the app; the redirected ones keep their
     // translation while the server answers them), then whatever is left, then the states.
-    // pf destroys a table without the persist flag with the last rule that used it.
+    // pf destroys a table without the persist flag with the last rule that used it; the
+    // pass table is `persist`, so it is still there and goes with `-F Tables`.
     assert_eq!(
         calls,
         [
@@ -137,6 +138,8 @@ fn on_again_and_off_issue_the_expected_pfctl_sequence() {
             "pfctl -a maint -F rules",
             "pfctl -a maint -s rules",
             "pfctl -a maint -s Tables",
+            "pfctl -a maint -F rules",
+            "pfctl -a maint -F Tables",
             "pfctl -k label -k maint-redirect"
         ],
         "{calls:?}"

@@ -66,7 +66,7 @@ pub fn finish(config: &Config) -> anyhow::Result<Option<usize>> {
         return Ok(Some(0));
     }
     if drained.drain {
-        super::keeper::ask_quiet(config);
+        super::quiet::ask_quiet(config);
         backend.apply(&policy)?;
         admit::put_back(config, backend.as_ref());
     }

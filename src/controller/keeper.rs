@@ -23,8 +23,7 @@ use maint_backends::Seen;
 /// The watch's announcements, shared between the keeper's loop and its quiet socket.
 type Ears = Arc<Mutex<Box<dyn maint_backends::Ears>>>;
 
-/// What `on` writes to the keeper's socket.
-const QUIET: &[u8; 6] = b"quiet\n";
+use super::quiet::{quiet_socket, QUIET};
 
 /// Deaf while it lives, listening again when dropped.
 struct Deaf(Ears);
@@ -45,24 +44,6 @@ impl Drop for Deaf {
                 tracing::error!("the keeper cannot listen to the firewall again: {err}");
             }
         }
-    }
-}
-
-fn quiet_socket(config: &Config) -> PathBuf {
-    config.paths.runtime_dir.join("keeper.sock")
-}
-
-/// Called by `on` (holding the lock) before it loads a policy: asks a running keeper to stop
-/// listening to the firewall until the lock is free again, so the kernel does not announce
-/// every prefix of the load. Without a keeper this does nothing.
-pub fn ask_quiet(config: &Config) {
-    let Ok(mut stream) = UnixStream::connect(quiet_socket(config)) else {
-        return;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut answer = [0u8; 3];
-    if stream.write_all(QUIET).is_ok() && stream.read_exact(&mut answer).is_ok() {
-        tracing::debug!("the keeper stopped listening while this policy loads");
     }
 }
 

@@ -19,6 +19,7 @@ pub mod keeper;
 pub mod pass;
 mod probe;
 mod proxies;
+mod quiet;
 mod report;
 mod status;
 mod supervisor;
@@ -165,7 +166,7 @@ impl Controller {
         outcome.before = standing(previous.as_ref(), Ok(current.as_ref()));
         let digest = policy.digest();
         if current.as_ref().map(|c| &c.digest) != Some(&digest) {
-            keeper::ask_quiet(&self.config);
+            quiet::ask_quiet(&self.config);
             backend.apply(&policy)?;
             outcome.changed = true;
             // The new table's pass sets are empty: visitors let through stay so.

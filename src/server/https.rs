@@ -153,7 +153,7 @@ async fn respond<B>(
     {
         let config = shared.settings();
         if let Reply::Admitted { .. } = super::pass::ask(&config, peer, token).await {
-            let answer = super::page::passed(method);
+            let answer = super::pass::passed(method);
             shared.count_request(Scheme::Https, answer.served);
             let mut resp = answer.into_response();
             // The connection ends after this answer (see `spawn`): HTTP/1.1 says so here,

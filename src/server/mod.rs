@@ -14,6 +14,7 @@ mod https;
 mod negotiate;
 mod page;
 mod pass;
+mod pipeline;
 mod privsep;
 mod scrape;
 mod shared;

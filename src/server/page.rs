@@ -408,29 +408,13 @@ impl Answer {
     }
 }
 
-/// The answer to a pass link that let the visitor through: `303 See Other` to `/`, which
-/// now reaches the app. The caller closes the connection after it, so the browser's next
-/// request opens a new one, which the redirect no longer catches.
-pub fn passed(method: &Method) -> Answer {
-    let body = Bytes::from_static(
-        b"<!doctype html><meta charset=utf-8><title>Let through</title>\n\
-          <p>You are let through to the site. <a href=\"/\">Continue</a></p>\n",
-    );
-    let mut answer = finish(
-        method,
-        StatusCode::SEE_OTHER,
-        body,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    answer
-        .headers
-        .insert(header::LOCATION, HeaderValue::from_static("/"));
-    answer.served = Served::Pass;
-    answer
-}
-
 /// Common headers; HEAD gets them with an empty body but the length GET would have.
-fn finish(method: &Method, status: StatusCode, body: Bytes, content_type: HeaderValue) -> Answer {
+pub(super) fn finish(
+    method: &Method,
+    status: StatusCode,
+    body: Bytes,
+    content_type: HeaderValue,
+) -> Answer {
     let len = body.len();
     let body = if method == Method::HEAD {
         Bytes::new()

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -68,6 +70,27 @@ pub async fn ask(config: &Config, peer: SocketAddr, token: &str) -> Reply {
         }
     }
     reply
+}
+
+/// The answer to a pass link that let the visitor through: `303 See Other` to `/`, which
+/// now reaches the app. The caller closes the connection after it, so the browser's next
+/// request opens a new one, which the redirect no longer catches.
+pub fn passed(method: &Method) -> super::page::Answer {
+    let body = Bytes::from_static(
+        b"<!doctype html><meta charset=utf-8><title>Let through</title>\n\
+          <p>You are let through to the site. <a href=\"/\">Continue</a></p>\n",
+    );
+    let mut answer = super::page::finish(
+        method,
+        StatusCode::SEE_OTHER,
+        body,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    answer
+        .headers
+        .insert(header::LOCATION, HeaderValue::from_static("/"));
+    answer.served = super::page::Served::Pass;
+    answer
 }
 
 /// The visitor's address as the kernel gave it, IPv4-mapped addresses as IPv4.

@@ -15,6 +15,7 @@
 mod batch;
 mod chains;
 mod conntrack;
+mod exprs;
 mod intervals;
 mod netlink;
 mod nla;

@@ -7,20 +7,17 @@
 //! with `nft --debug=netlink`), including its habit of emitting a protocol dependency once per
 //! rule; a table loaded from the rendered text therefore reads back as maint's own.
 
-use std::ffi::CString;
-use std::ptr;
-
 use anyhow::Context;
 use nftnl::expr::{
-    Bitwise, Cmp, CmpOp, Conntrack, Expression, Immediate, Ipv4HeaderField, Ipv6HeaderField, Meta,
+    Bitwise, Cmp, CmpOp, Conntrack, Immediate, Ipv4HeaderField, Ipv6HeaderField, Meta,
     NetworkHeaderField, Payload, Register, RejectionType, TcpHeaderField, TransportHeaderField,
     Verdict,
 };
-use nftnl::nftnl_sys as sys;
 
 use crate::Policy;
 
 use super::chains::{INPUT, PREROUTING};
+use super::exprs::{ct_bit, LookupSet, CT_DIRECTION, HTON64, META_TIME, REDIRECT, TCP_FLAGS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ip {
@@ -338,7 +335,7 @@ impl RuleSpec {
                         Ip::V4 => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
                         Ip::V6 => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
                     }));
-                    rule.add_expr(&LookupSet::new(set, negate));
+                    rule.add_expr(&LookupSet::new(set.name(), set.id(), negate));
                 }
                 Match::TcpDport(port) => {
                     if !have_l4proto {
@@ -395,150 +392,6 @@ impl RuleSpec {
         Ok(())
     }
 }
-
-/// `ct <key> <bit>`: load, mask, compare against zero (host-endian, as the kernel keeps it).
-fn ct_bit(rule: &mut nftnl::Rule<'_>, key: Conntrack, bit: u32) {
-    rule.add_expr(&key);
-    rule.add_expr(&Bitwise::new(
-        bit.to_ne_bytes().as_slice(),
-        0u32.to_ne_bytes().as_slice(),
-    ));
-    rule.add_expr(&Cmp::new(CmpOp::Neq, 0u32.to_ne_bytes().as_slice()));
-}
-
-/// A new expression `name` with these u32 attributes set: every hand-built expression below
-/// is only that (plus a set name for lookups).
-fn expr_with(name: &std::ffi::CStr, attrs: &[(u32, u32)]) -> ptr::NonNull<sys::nftnl_expr> {
-    // SAFETY: allocation only; libnftnl returns null solely when out of memory, and the
-    // nftnl crate aborts then too.
-    let expr = unsafe { sys::nftnl_expr_alloc(name.as_ptr()) };
-    let e = ptr::NonNull::new(expr).unwrap_or_else(|| std::process::abort());
-    for &(attr, value) in attrs {
-        // SAFETY: `e` is a live expression we own; setting a u32 attribute copies the value.
-        unsafe { sys::nftnl_expr_set_u32(e.as_ptr(), attr as u16, value) };
-    }
-    e
-}
-
-const REG_1: u32 = libc::NFT_REG_1 as u32;
-
-/// A lookup naming a set of this batch (by name and id), optionally inverted.
-struct LookupSet {
-    name: CString,
-    id: u32,
-    negate: bool,
-}
-
-impl LookupSet {
-    fn new(set: SetName, negate: bool) -> Self {
-        LookupSet {
-            name: CString::new(set.name()).expect("set names have no NUL"),
-            id: set.id(),
-            negate,
-        }
-    }
-}
-
-impl Expression for LookupSet {
-    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        let mut attrs = vec![
-            (sys::NFTNL_EXPR_LOOKUP_SREG, REG_1),
-            (sys::NFTNL_EXPR_LOOKUP_SET_ID, self.id),
-        ];
-        if self.negate {
-            attrs.push((sys::NFTNL_EXPR_LOOKUP_FLAGS, libc::NFT_LOOKUP_F_INV as u32));
-        }
-        let e = expr_with(c"lookup", &attrs);
-        // SAFETY: `e` is live; libnftnl copies the NUL-terminated name.
-        unsafe {
-            sys::nftnl_expr_set_str(
-                e.as_ptr(),
-                sys::NFTNL_EXPR_LOOKUP_SET as u16,
-                self.name.as_ptr(),
-            )
-        };
-        e
-    }
-}
-
-/// An expression that is only its name and u32 attributes, for those the nftnl crate lacks.
-struct Simple {
-    name: &'static std::ffi::CStr,
-    attrs: &'static [(u32, u32)],
-}
-
-impl Expression for Simple {
-    fn to_expr(&self, _rule: &nftnl::Rule<'_>) -> ptr::NonNull<sys::nftnl_expr> {
-        expr_with(self.name, self.attrs)
-    }
-}
-
-/// `meta time` (nanoseconds since the epoch) into register 1. The nftnl crate lacks the key.
-const META_TIME: Simple = Simple {
-    name: c"meta",
-    attrs: &[
-        (sys::NFTNL_EXPR_META_KEY, NFT_META_TIME_NS),
-        (sys::NFTNL_EXPR_META_DREG, REG_1),
-    ],
-};
-
-/// `payload load 1b @ transport header + 13 => reg 1`: the TCP flags byte, which the nftnl
-/// crate's `TcpHeaderField` cannot name.
-const TCP_FLAGS: Simple = Simple {
-    name: c"payload",
-    attrs: &[
-        (sys::NFTNL_EXPR_PAYLOAD_DREG, REG_1),
-        (
-            sys::NFTNL_EXPR_PAYLOAD_BASE,
-            libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
-        ),
-        (sys::NFTNL_EXPR_PAYLOAD_OFFSET, 13),
-        (sys::NFTNL_EXPR_PAYLOAD_LEN, 1),
-    ],
-};
-
-/// NFT_CT_DIRECTION from linux/netfilter/nf_tables.h (enum nft_ct_keys); the nftnl crate's
-/// `Conntrack` has no direction key.
-const NFT_CT_DIRECTION: u32 = 1;
-
-/// `ct direction` into register 1.
-const CT_DIRECTION: Simple = Simple {
-    name: c"ct",
-    attrs: &[
-        (sys::NFTNL_EXPR_CT_KEY, NFT_CT_DIRECTION),
-        (sys::NFTNL_EXPR_CT_DREG, REG_1),
-    ],
-};
-
-/// NFT_META_TIME_NS from linux/netfilter/nf_tables.h (kernel 5.4+).
-const NFT_META_TIME_NS: u32 = 30;
-
-/// `byteorder reg 1 = hton(reg 1, 8, 8)`.
-const HTON64: Simple = Simple {
-    name: c"byteorder",
-    attrs: &[
-        (sys::NFTNL_EXPR_BYTEORDER_SREG, REG_1),
-        (sys::NFTNL_EXPR_BYTEORDER_DREG, REG_1),
-        (
-            sys::NFTNL_EXPR_BYTEORDER_OP,
-            libc::NFT_BYTEORDER_HTON as u32,
-        ),
-        (sys::NFTNL_EXPR_BYTEORDER_LEN, 8),
-        (sys::NFTNL_EXPR_BYTEORDER_SIZE, 8),
-    ],
-};
-
-/// `redirect to :<port in register 1>`. The nftnl crate has dnat/snat but not redir.
-const REDIRECT: Simple = Simple {
-    name: c"redir",
-    attrs: &[
-        (sys::NFTNL_EXPR_REDIR_REG_PROTO_MIN, REG_1),
-        (sys::NFTNL_EXPR_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
-    ],
-};
-
-/// NF_NAT_RANGE_PROTO_SPECIFIED from linux/netfilter/nf_nat.h.
-const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
 
 #[cfg(test)]
 mod tests {

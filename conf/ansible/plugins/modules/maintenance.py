@@ -120,6 +120,14 @@ options:
       - Only used with O(state=on).
     type: bool
     default: false
+  drain:
+    description:
+      - Let connections already open on the app finish for up to this long (C(maint on
+        --drain), for example V(30s)); new connections see the page at once, those still open
+        at the end are cut. The task waits for the end of the drain.
+      - Only used when maint runs C(on); a rerun that changes nothing does not drain.
+      - Only used with O(state=on).
+    type: str
   binary:
     description:
       - The maint program on the managed host; a name looked up in E(PATH) and C(/usr/local/bin),
@@ -287,11 +295,10 @@ from ansible_collections.maint.ops.plugins.module_utils.maint import (
 
 # Options handed to maint as flags as they are, per command. They are actions, not part of
 # the state `maint status` reports, so they never make a rerun "changed" on their own.
-# Adding one is an entry here plus its DOCUMENTATION block; for example, once the CLI has
-# `--drain DURATION`:
-#   dict(option='drain', spec=dict(type='str'), commands=('on', 'off'), flag='--drain'),
+# Adding one is an entry here plus its DOCUMENTATION block.
 PASSTHROUGH = (
     dict(option='force', spec=dict(type='bool', default=False), commands=('on',), flag='--force'),
+    dict(option='drain', spec=dict(type='str'), commands=('on',), flag='--drain'),
 )
 
 
