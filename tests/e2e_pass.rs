@@ -494,3 +494,43 @@ fn a_drain_lets_open_uploads_finish_behind_a_stateful_host_firewall() {
     }
     drain_case(true);
 }
+
+#[test]
+fn check_warns_when_the_clients_come_from_proxy_ranges() {
+    if !have_root("check_warns_when_the_clients_come_from_proxy_ranges") {
+        return;
+    }
+    // The public network plays a CDN here.
+    let site = Site::with_config("[pass]\nproxies = [\"198.51.100.0/24\"]\n");
+    let quiet = stdout(&site.maint(&["check"]));
+    assert!(
+        quiet.contains("none of the 0 client connection(s) to port(s) 80"),
+        "{quiet}"
+    );
+    // A visitor's connection from the proxy range, kept open while `check` looks.
+    let server: SocketAddr = format!("{}:80", site.lab.server_public_v4).parse().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let client = site.lab.in_ns(&site.lab.public.ns, move || {
+        let mut s = TcpStream::connect(server).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: site\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        ready_tx.send(()).unwrap();
+        let _ = done_rx.recv_timeout(Duration::from_secs(10));
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let out = site.maint(&["check"]);
+    let text = stdout(&out);
+    let _ = done_tx.send(());
+    client.join().unwrap();
+    assert!(
+        text.contains("1 of 1 client connection(s) to port(s) 80 come from [pass] proxies (e.g. 198.51.100.10)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pass links cannot single out a tester"),
+        "{text}"
+    );
+}
