@@ -282,10 +282,7 @@ impl Book {
 /// wider prefix), its /64 (by default) for IPv6, where one client's addresses change within
 /// its network by design (RFC 8981 temporary addresses).
 pub fn prefix_for(addr: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> IpNet {
-    let addr = match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-        v4 => v4,
-    };
+    let addr = maint_backends::unmap(addr);
     let len = if addr.is_ipv4() {
         ipv4_prefix
     } else {

@@ -236,7 +236,7 @@ fn covered(list: &[IpNet], addr: IpAddr) -> bool {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are IPv4 clients on a dual-stack socket.
-pub(crate) fn unmap(addr: IpAddr) -> IpAddr {
+pub fn unmap(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()

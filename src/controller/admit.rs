@@ -83,6 +83,12 @@ impl Helper {
         let reply = self.reply_to(&stream);
         match &reply {
             Reply::Admitted { .. } => {}
+            // A wrong or ended link is what visitors do; anything else means the server
+            // asked for what it never should.
+            Reply::Refused {
+                why: Refusal::Token | Refusal::Off,
+                detail,
+            } => tracing::info!("no pass admission: {detail}"),
             Reply::Refused { why, detail } => {
                 tracing::warn!("refused a pass admission ({}): {detail}", why.word())
             }
@@ -180,7 +186,7 @@ impl Helper {
                 format!("{} is not a network address", r.net),
             ));
         }
-        if !r.net.contains(&unmap(r.asking.ip())) {
+        if !r.net.contains(&maint_backends::unmap(r.asking.ip())) {
             return Err((
                 Refusal::Prefix,
                 format!("{} does not hold the asking connection {}", r.net, r.asking),
@@ -268,13 +274,6 @@ impl Helper {
             Some(&r.net.to_string()),
         );
         Reply::Admitted { id, until }
-    }
-}
-
-fn unmap(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 

@@ -93,7 +93,7 @@ fn parse_clients(text: &str, ports: &[u16]) -> Vec<IpAddr> {
             if !ports.contains(&lport) {
                 return None;
             }
-            Some(unmap(parse_endpoint(remote)?.0))
+            Some(maint_backends::unmap(parse_endpoint(remote)?.0))
         })
         .collect()
 }
@@ -115,13 +115,6 @@ fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
         _ => return None,
     };
     Some((ip, port))
-}
-
-fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub async fn ask(config: &Config, peer: SocketAddr, token: &str) -> Reply {
         return Reply::refused(Refusal::Malformed, "not a pass token");
     };
     let net = prefix_for(peer.ip(), config.pass.ipv4_prefix, config.pass.ipv6_prefix);
-    let asking = SocketAddr::new(unmapped(peer), peer.port());
+    let asking = SocketAddr::new(maint_backends::unmap(peer.ip()), peer.port());
     let request = Request {
         set: PassSet::of(&net),
         net,
@@ -91,15 +91,4 @@ pub fn passed(method: &Method) -> super::page::Answer {
         .insert(header::LOCATION, HeaderValue::from_static("/"));
     answer.served = super::page::Served::Pass;
     answer
-}
-
-/// The visitor's address as the kernel gave it, IPv4-mapped addresses as IPv4.
-fn unmapped(peer: SocketAddr) -> std::net::IpAddr {
-    match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(std::net::IpAddr::V4)
-            .unwrap_or(peer.ip()),
-        v4 => v4,
-    }
 }
