@@ -338,6 +338,7 @@ impl Keeper {
         if let Some(ears) = &ears {
             self.answer_quiet_requests(ears.clone(), quiet.clone())?;
         }
+        let mut look_again = false;
         loop {
             let seen = watch.wait(LOOK_EVERY)?;
             self.expiry_check();
@@ -350,12 +351,20 @@ impl Keeper {
             // An `on` asked for quiet while it loads a policy: listen again once it is done
             // (it holds the lock until then), and look at what it left.
             let was_quiet = quiet.swap(false, Ordering::SeqCst);
-            if seen == Seen::Nothing && !was_quiet {
+            if seen == Seen::Nothing && !was_quiet && !look_again {
                 continue;
             }
-            if let Err(e) = self.check(seen == Seen::EditedByOthers, ears.as_ref()) {
-                tracing::error!("could not check or repair maint's firewall state: {e:#}");
-            }
+            // While it repaired, the keeper was deaf (its own load would be announced element
+            // by element), so an edit made meanwhile went unheard: it reads the table back
+            // once more on its next wake.
+            let deep = seen == Seen::EditedByOthers || look_again;
+            look_again = match self.check(deep, ears.as_ref()) {
+                Ok(repaired) => repaired,
+                Err(e) => {
+                    tracing::error!("could not check or repair maint's firewall state: {e:#}");
+                    false
+                }
+            };
         }
     }
 
@@ -384,7 +393,8 @@ impl Keeper {
         Ok(())
     }
 
-    fn check(&self, deep: bool, ears: Option<&Ears>) -> anyhow::Result<()> {
+    /// Returns whether it put the recorded policy back.
+    fn check(&self, deep: bool, ears: Option<&Ears>) -> anyhow::Result<bool> {
         let _lock = state::lock(&self.config.paths.lock_file())?;
         // Deaf while it looks and perhaps loads (its own load would be announced element by
         // element); whatever happened meanwhile is under the lock, which it holds.
@@ -410,7 +420,7 @@ impl Keeper {
             );
         }
         self.report();
-        held.map(drop)
+        held.map(|h| matches!(h, Held::PutBack { .. }))
     }
 
     /// Notes the end of the recorded window once it has come: the kernel stopped redirecting
