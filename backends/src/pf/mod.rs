@@ -153,36 +153,48 @@ impl Pf {
     /// and both ports. The cost is one pfctl run per killed state; a keep-alive web server
     /// has few per client.
     fn kill_disagreeing_by_key(&self, policy: &Policy, redirected: &[PortMap]) -> Result<usize> {
-        let out = self.pfctl.check(&["-s", "states"], None)?;
         let local = LocalAddresses::of_this_host();
+        self.kill_inbound_tcp_where(|s| match s.public {
+            // Untranslated: a connection to the app on the port the client asked for.
+            None => policy.redirects(s.client.ip(), s.stack_port, &local),
+            // Redirected by maint (rdr-to the server's port) from a public port.
+            Some(public) => {
+                redirected_by(redirected, public, s.stack_port)
+                    && !policy.redirects(s.client.ip(), public, &local)
+            }
+        })
+    }
+
+    /// Lists the states (`pfctl -s states`) and kills, by key, each inbound TCP state `pick`
+    /// chooses. Returns how many pf removed.
+    fn kill_inbound_tcp_where(&self, pick: impl Fn(&Inbound) -> bool) -> Result<usize> {
+        let out = self.pfctl.check(&["-s", "states"], None)?;
         let mut killed = 0;
         for state in pfctl::parse_states(&out.stdout) {
             if state.proto != "tcp" || !state.inbound {
                 continue;
             }
-            let (Some((_, stack_port)), Some((src, _))) = (
+            let (Some((_, stack_port)), Some((src, sport))) = (
                 pfctl::parse_host_port(&state.first),
                 pfctl::parse_host_port(&state.second),
             ) else {
                 continue;
             };
-            let disagrees = match state.first_wire.as_deref().map(pfctl::parse_host_port) {
-                // Untranslated: a connection to the app on the port the client asked for.
-                None => policy.redirects(src, stack_port, &local),
-                // Redirected by maint (rdr-to the server's port) from a public port.
-                Some(Some((_, public))) => {
-                    redirected
-                        .iter()
-                        .any(|m| m.public == public && m.server == stack_port)
-                        && !policy.redirects(src, public, &local)
-                }
-                Some(None) => false,
+            let public = match state.first_wire.as_deref().map(pfctl::parse_host_port) {
+                None => None,
+                Some(Some((_, public))) => Some(public),
+                // A translation maint cannot read is not one it decides on.
+                Some(None) => continue,
             };
-            if !disagrees {
+            let inbound = Inbound {
+                client: std::net::SocketAddr::new(src, sport),
+                stack_port,
+                public,
+            };
+            if !pick(&inbound) {
                 continue;
             }
-            let key = state.key();
-            let out = self.pfctl.check(&["-k", "key", "-k", &key], None)?;
+            let out = self.pfctl.check(&["-k", "key", "-k", &state.key()], None)?;
             killed += pfctl::parse_killed(&out.stderr).unwrap_or(0);
         }
         Ok(killed)
@@ -196,6 +208,24 @@ impl Pf {
             .check(&["-k", "label", "-k", &self.names.label], None)?;
         Ok(pfctl::parse_killed(&out.stderr).unwrap_or(0))
     }
+}
+
+/// An inbound TCP state, as maint judges it.
+struct Inbound {
+    /// The client's address and port.
+    client: std::net::SocketAddr,
+    /// The port on this host's stack: the app's, or the maintenance server's after rdr-to.
+    stack_port: u16,
+    /// The public port the client asked for, when a translation (maint's rdr-to) took it
+    /// elsewhere; `None` for an untranslated state.
+    public: Option<u16>,
+}
+
+/// Whether one of maint's port maps sends `public` to `stack_port`.
+fn redirected_by(redirected: &[PortMap], public: u16, stack_port: u16) -> bool {
+    redirected
+        .iter()
+        .any(|m| m.public == public && m.server == stack_port)
 }
 
 /// The error for a table pf has no room for, with the pf.conf line that makes room.
@@ -447,35 +477,12 @@ impl Backend for Pf {
         redirected: &[PortMap],
         spare: Option<std::net::SocketAddr>,
     ) -> Result<usize> {
-        let out = self.pfctl.check(&["-s", "states"], None)?;
-        let mut killed = 0;
-        for state in pfctl::parse_states(&out.stdout) {
-            if state.proto != "tcp" || !state.inbound {
-                continue;
-            }
-            let (Some((_, stack_port)), Some((src, sport))) = (
-                pfctl::parse_host_port(&state.first),
-                pfctl::parse_host_port(&state.second),
-            ) else {
-                continue;
-            };
-            let Some(Some((_, public))) = state.first_wire.as_deref().map(pfctl::parse_host_port)
-            else {
-                continue;
-            };
-            let redirected_here = redirected
-                .iter()
-                .any(|m| m.public == public && m.server == stack_port);
-            if !redirected_here
-                || !net.contains(&src)
-                || spare == Some(std::net::SocketAddr::new(src, sport))
-            {
-                continue;
-            }
-            let out = self.pfctl.check(&["-k", "key", "-k", &state.key()], None)?;
-            killed += pfctl::parse_killed(&out.stderr).unwrap_or(0);
-        }
-        Ok(killed)
+        self.kill_inbound_tcp_where(|s| {
+            s.public
+                .is_some_and(|public| redirected_by(redirected, public, s.stack_port))
+                && net.contains(&s.client.ip())
+                && spare != Some(s.client)
+        })
     }
 }
 
