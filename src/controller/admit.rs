@@ -330,8 +330,10 @@ pub fn expire(config: &Config) {
     if gone.is_empty() {
         return;
     }
-    let record = Store::new(state_dir).load().ok().flatten();
-    let Some(record) = record else { return };
+    let store = Store::new(state_dir);
+    let Some(record) = store.load().ok().flatten() else {
+        return;
+    };
     let Ok((backend, _)) = firewall::for_record(config, Some(&record)) else {
         return;
     };
@@ -341,7 +343,7 @@ pub fn expire(config: &Config) {
         }
     }
     // Their connections to the app follow the policy again, like everyone else's.
-    if let Ok(policy) = Store::new(state_dir).policy(&record) {
+    if let Ok(policy) = store.policy(&record) {
         let policy = policy.with_passes(&book.admitted_now(now));
         let _ = backend.kill_disagreeing_states(&policy, &policy.ports);
     }

@@ -28,11 +28,10 @@ impl Controller {
     /// Waits until the drain `on` just started ends, then ends it; the connections still open
     /// on the app are counted in `outcome`.
     pub fn finish_drain(&self, outcome: &mut Outcome, until: u64) -> Result<()> {
-        let wait = until.saturating_sub(now_secs());
-        std::thread::sleep(Duration::from_secs(wait));
-        // The second may not be over yet: `finish` acts only once it is.
-        while now_secs() < until {
-            std::thread::sleep(Duration::from_millis(50));
+        // To the instant `until` begins, which is when `finish` acts.
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(until);
+        if let Ok(wait) = end.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
         }
         if let Some(cut) = finish(&self.config)? {
             outcome.drain_cut = Some(cut);
@@ -65,14 +64,17 @@ pub fn finish(config: &Config) -> anyhow::Result<Option<usize>> {
         store.save(&record, &drained)?;
         return Ok(Some(0));
     }
-    if drained.drain {
+    // Whom passes let through, spared by the kill: put back into the new table if the
+    // rules change (the table's pass sets go with it), else as the book says.
+    let passed = if drained.drain {
         super::quiet::ask_quiet(config);
         backend.apply(&policy)?;
-        admit::put_back(config, backend.as_ref());
-    }
-    let passed = Book::load(&config.paths.state_dir)
-        .map(|b| b.admitted_now(now))
-        .unwrap_or_default();
+        admit::put_back(config, backend.as_ref())
+    } else {
+        Book::load(&config.paths.state_dir)
+            .map(|b| b.admitted_now(now))
+            .unwrap_or_default()
+    };
     let cut = backend
         .kill_disagreeing_states(&policy.with_passes(&passed), &policy.ports)
         .unwrap_or_else(|e| {
@@ -93,9 +95,9 @@ pub fn finish(config: &Config) -> anyhow::Result<Option<usize>> {
 /// reports what it cut; past that, the command was interrupted and the keeper ends the drain.
 const KEEPER_GRACE_SECS: u64 = 2;
 
-/// Whether the record has a drain the keeper should end (the keeper reads the small record
-/// each time it wakes).
-pub fn due(config: &Config) -> bool {
-    matches!(Store::new(&config.paths.state_dir).load(),
-        Ok(Some(r)) if r.drain_until.is_some_and(|u| now_secs() >= u + KEEPER_GRACE_SECS))
+/// Whether `record` has a drain the keeper should end.
+pub fn due(record: &crate::state::Record) -> bool {
+    record
+        .drain_until
+        .is_some_and(|u| now_secs() >= u + KEEPER_GRACE_SECS)
 }

@@ -341,9 +341,11 @@ impl Keeper {
         let mut look_again = false;
         loop {
             let seen = watch.wait(LOOK_EVERY)?;
-            self.expiry_check();
+            // The small record, read once per wake, says whether a window or a drain ended.
+            let record = self.store().load().ok().flatten();
+            self.expiry_check(record.as_ref());
             super::admit::expire(&self.config);
-            if super::drain::due(&self.config) {
+            if record.as_ref().is_some_and(super::drain::due) {
                 if let Err(e) = super::drain::finish(&self.config) {
                     tracing::error!("could not end the drain: {e:#}");
                 }
@@ -424,11 +426,10 @@ impl Keeper {
     }
 
     /// Notes the end of the recorded window once it has come: the kernel stopped redirecting
-    /// by itself (nftables' `meta time`); the audit trail says so. Reading the small record
-    /// each time the watch wakes (at least every second) costs microseconds.
-    fn expiry_check(&self) {
-        let due = matches!(self.store().load(), Ok(Some(r))
-            if !r.expiry_logged && r.expired_at(SystemTime::now()));
+    /// by itself (nftables' `meta time`); the audit trail says so. `record` is the one the
+    /// keeper read on this wake.
+    fn expiry_check(&self, record: Option<&Record>) {
+        let due = record.is_some_and(|r| !r.expiry_logged && r.expired_at(SystemTime::now()));
         if !due {
             return;
         }

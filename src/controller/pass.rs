@@ -12,7 +12,7 @@ use super::{firewall, Controller};
 use crate::audit::{self, PassEvent};
 use crate::config::Config;
 use crate::pass::{Book, Pass, LINK_PREFIX, NOTE_MAX_BYTES};
-use crate::state::{self, Actor, Store};
+use crate::state::{self, Actor};
 use crate::time::{now_secs, rfc3339};
 
 /// One pass as `pass list` and `status` show it. Never its token.
@@ -135,7 +135,7 @@ impl Controller {
         }
         let paths = &self.config.paths;
         let _lock = state::lock(&paths.lock_file())?;
-        let store = Store::new(&paths.state_dir);
+        let store = self.store();
         store.check_writable()?;
         let record = store
             .load()
@@ -225,7 +225,7 @@ impl Controller {
             states_killed: 0,
             warnings: Vec::new(),
         };
-        let store = Store::new(&paths.state_dir);
+        let store = self.store();
         if let Some(record) = store
             .load()
             .ok()
